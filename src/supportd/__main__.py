@@ -1,0 +1,3 @@
+from supportd.entrypoints.cli import main
+
+main()

@@ -1,0 +1,231 @@
+"""Configuration: a TOML file, overridden by SUPPORTD_<SECTION>__<KEY> and systemd credentials.
+
+Precedence, highest first: environment, credentials directory, TOML file, defaults.
+Every error names the key, where the value came from, and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from supportd.errors import ConfigError
+
+ENV_PREFIX = "SUPPORTD_"
+ENV_DELIMITER = "__"
+
+# Secrets that may come from $CREDENTIALS_DIRECTORY (systemd LoadCredential=), by file name.
+CREDENTIAL_KEYS: dict[str, tuple[str, str]] = {
+    "imap.password": ("imap", "password"),
+    "smtp.password": ("smtp", "password"),
+    "support.secret_key": ("support", "secret_key"),
+    "database.url": ("database", "url"),
+}
+
+Security = Literal["tls", "starttls", "none"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///supportd.db"
+    echo: bool = False
+
+
+class ImapSettings(_Section):
+    host: str
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Security = "tls"
+    username: str
+    password: str
+    folder: str = "INBOX"
+    idle: bool = True
+    poll_interval: float = Field(default=60.0, gt=0)
+    processed_folder: str = ""
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    batch_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    timeout: float = Field(default=60.0, gt=0)
+    ca_file: str = ""
+    tls_verify: bool = True
+    max_backoff: float = Field(default=300.0, gt=0)
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.security == "tls" else 143)
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Security = "starttls"
+    username: str = ""
+    password: str = ""
+    timeout: float = Field(default=30.0, gt=0)
+    ca_file: str = ""
+    tls_verify: bool = True
+
+    @property
+    def effective_port(self) -> int:
+        if self.port:
+            return self.port
+        return {"tls": 465, "starttls": 587, "none": 25}[self.security]
+
+
+class SupportSettings(_Section):
+    address: str
+    name: str = "Support"
+    product: str = "Support"
+    agents: list[str] = Field(default_factory=list)
+    escalation: list[str] = Field(default_factory=list)
+    secret_key: str = Field(min_length=16)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "@" not in value or any(c in value for c in " <>\r\n"):
+            raise ValueError("expected a bare address like support@example.com")
+        return value.strip().lower()
+
+    @field_validator("agents", "escalation")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if "@" not in value:
+                raise ValueError(f"{value!r} is not an email address")
+        return [v.strip().lower() for v in values]
+
+    @field_validator("product")
+    @classmethod
+    def _product(cls, value: str) -> str:
+        if not value.strip() or any(c in value for c in "[]#\r\n"):
+            raise ValueError("expected a short product name without [, ] or #")
+        return value.strip()
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """The whole configuration; build it with load_settings(), not directly."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    imap: ImapSettings
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    support: SupportSettings
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+
+def default_config_path() -> Path:
+    """--config default: $SUPPORTD_CONFIG, else ./supportd.toml."""
+    return Path(os.environ.get("SUPPORTD_CONFIG") or "supportd.toml")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: configuration file not found "
+            "(pass --config PATH or set SUPPORTD_CONFIG; "
+            "see config/supportd.example.toml)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _read_credentials(directory: str | None) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if not directory:
+        return found
+    for name, (section, key) in CREDENTIAL_KEYS.items():
+        path = Path(directory) / name
+        if path.is_file():
+            found.setdefault(section, {})[key] = path.read_text(encoding="utf-8").strip()
+    return found
+
+
+def _where(loc: tuple[Any, ...], path: Path, credentials: dict[str, Any]) -> str:
+    env_name = ENV_PREFIX + ENV_DELIMITER.join(str(p) for p in loc).upper()
+    if env_name in {k.upper() for k in os.environ}:
+        return f"environment variable {env_name}"
+    if len(loc) == 2 and loc[1] in credentials.get(str(loc[0]), {}):
+        return f"credential {loc[0]}.{loc[1]} in $CREDENTIALS_DIRECTORY"
+    return str(path)
+
+
+def _explain(exc: ValidationError, path: Path, credentials: dict[str, Any]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        where = _where(loc, path, credentials)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key {key!r}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: missing required key {key!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            value = err.get("input")
+            shown = "" if key.endswith(("password", "secret_key")) else f" (got {value!r})"
+            lines.append(f"{where}: {key}: {msg}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read the configuration, raising ConfigError that names key, file and expectation."""
+    path = Path(path) if path is not None else default_config_path()
+    data = _read_toml(path)
+    credentials = _read_credentials(os.environ.get("CREDENTIALS_DIRECTORY"))
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                env_settings,
+                InitSettingsSource(settings_cls, credentials),
+                InitSettingsSource(settings_cls, data),
+            )
+
+    try:
+        loaded = _FromFile()
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, path, credentials)) from None
+    return Settings.model_validate(loaded.model_dump())
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    """Build Settings from a plain mapping (demo and tests), without env or files."""
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, Path("<embedded>"), {})) from None

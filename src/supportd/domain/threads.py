@@ -1,0 +1,100 @@
+"""Threading rules: which ticket a message joins (pure; the service supplies the lookups).
+
+A message joins an existing ticket only
+- through a Message-ID stored or issued for that ticket (In-Reply-To, then References
+  from the nearest parent back), or
+- through the ticket tag ``[<product> #<number>]`` in its subject, and only when the
+  sender is that ticket's requester or a participant.
+A tag from anybody else opens a new ticket: guessing a number must not reveal or
+extend somebody else's ticket.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+
+from supportd.domain.mail import Address, ParsedMail
+
+
+class ThreadReason(str, Enum):
+    REFERENCE = "reference"
+    TAG = "tag"
+    NEW = "new"
+    TAG_REFUSED = "tag_refused"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadDecision:
+    ticket: int | None
+    reason: ThreadReason
+
+    @property
+    def is_new(self) -> bool:
+        return self.ticket is None
+
+
+@lru_cache(maxsize=32)
+def _tag_pattern(product: str) -> re.Pattern[str]:
+    return re.compile(r"\[\s*" + re.escape(product) + r"\s*#\s*(\d{1,18})\s*\]", re.IGNORECASE)
+
+
+def ticket_tag(product: str, number: int) -> str:
+    """The tag supportd puts in subjects: ``[<product> #<number>]``."""
+    return f"[{product} #{number}]"
+
+
+def find_tag(subject: str, product: str) -> int | None:
+    """The ticket number tagged in a subject, or None."""
+    match = _tag_pattern(product).search(subject or "")
+    return int(match.group(1)) if match else None
+
+
+def strip_tag(subject: str, product: str) -> str:
+    """The subject without our tag and leading reply prefixes."""
+    cleaned = _tag_pattern(product).sub("", subject or "")
+    cleaned = re.sub(r"^\s*((re|fw|fwd|aw|sv|wg)\s*:\s*)+", "", cleaned, flags=re.IGNORECASE)
+    return " ".join(cleaned.split())
+
+
+def decide(
+    mail: ParsedMail,
+    product: str,
+    ticket_for_message_id: Mapping[str, int],
+    participants_of: Callable[[int], frozenset[str]],
+) -> ThreadDecision:
+    """Which ticket `mail` joins; None in the decision means a new ticket."""
+    for mid in mail.thread_references():
+        number = ticket_for_message_id.get(mid)
+        if number is not None:
+            return ThreadDecision(number, ThreadReason.REFERENCE)
+    tagged = find_tag(mail.subject, product)
+    if tagged is not None:
+        sender = mail.sender.email if mail.sender else ""
+        if sender and sender in participants_of(tagged):
+            return ThreadDecision(tagged, ThreadReason.TAG)
+        return ThreadDecision(None, ThreadReason.TAG_REFUSED)
+    return ThreadDecision(None, ThreadReason.NEW)
+
+
+def new_participants(
+    mail: ParsedMail, requester: str, desk_addresses: Iterable[str]
+) -> frozenset[str]:
+    """Addresses that become participants: the requester and whom the requester put in To/Cc."""
+    sender = mail.sender.email if mail.sender else ""
+    if sender != requester:
+        return frozenset()
+    excluded = {a.lower() for a in desk_addresses}
+    found = {requester}
+    for addr in (*mail.to, *mail.cc):
+        if addr.email and addr.email not in excluded:
+            found.add(addr.email)
+    return frozenset(found)
+
+
+def requester_of(mail: ParsedMail) -> Address | None:
+    """Who a new ticket belongs to: the sender."""
+    return mail.sender
