@@ -64,3 +64,31 @@ def dedup_key(mail: ParsedMail, raw: bytes) -> str:
         parts = ["raw", hashlib.sha256(raw).hexdigest()]
     joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
     return hashlib.sha256(joined).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedMail:
+    """One message as the mailbox delivered it: UID, arrival time (INTERNALDATE), bytes."""
+
+    uid: int
+    internaldate: datetime
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far a mailbox folder has been read: its UIDVALIDITY and the last UID committed."""
+
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedMail:
+    """A message held in quarantine, as it was fetched."""
+
+    id: int
+    fetched: FetchedMail
+    mailbox: str
+    uidvalidity: int
+    replayed_at: datetime | None

@@ -85,7 +85,7 @@ def new_participants(
 ) -> frozenset[str]:
     """Addresses that become participants: the requester and whom the requester put in To/Cc."""
     sender = mail.sender.email if mail.sender else ""
-    if sender != requester:
+    if not requester or sender != requester:
         return frozenset()
     excluded = {a.lower() for a in desk_addresses}
     found = {requester}

@@ -1,0 +1,130 @@
+"""Read side: tickets and messages as the JSON contract of DESIGN.md describes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from supportd.adapters.db.models import MessageRow, Participant, QuarantineItem, Ticket
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def ticket_summary(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "number": ticket.number,
+        "subject": ticket.subject,
+        "requester": ticket.requester,
+        "requester_name": ticket.requester_name,
+        "status": ticket.status,
+        "category": ticket.category,
+        "created_at": iso(ticket.created_at),
+        "updated_at": iso(ticket.updated_at),
+        "first_response_due": iso(ticket.first_response_due),
+        "first_responded_at": iso(ticket.first_responded_at),
+        "escalation_level": ticket.escalation_level,
+        "message_count": ticket.message_count,
+    }
+
+
+def message_view(row: MessageRow) -> dict[str, Any]:
+    return {
+        "direction": row.direction,
+        "kind": row.kind,
+        "from": f"{row.from_name} <{row.from_addr}>" if row.from_name else row.from_addr,
+        "to": row.to_addrs,
+        "cc": row.cc_addrs,
+        "subject": row.subject,
+        "message_id": row.message_id,
+        "in_reply_to": row.in_reply_to,
+        "date": iso(row.date),
+        "automatic": row.automatic or None,
+        "text": row.text,
+    }
+
+
+_MESSAGE_COLUMNS = [c for c in MessageRow.__table__.columns if c.key != "raw"]
+
+
+def _messages(session: Session, number: int) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(*_MESSAGE_COLUMNS)
+        .where(MessageRow.ticket_number == number)
+        .order_by(MessageRow.date, MessageRow.id)
+    ).all()
+    return [message_view(row) for row in rows]  # type: ignore[arg-type]
+
+
+def ticket_detail(session: Session, ticket: Ticket) -> dict[str, Any]:
+    detail = ticket_summary(ticket)
+    detail["participants"] = list(
+        session.execute(
+            select(Participant.address)
+            .where(Participant.ticket_number == ticket.number)
+            .order_by(Participant.id)
+        ).scalars()
+    )
+    detail["messages"] = _messages(session, ticket.number)
+    return detail
+
+
+def list_tickets(engine: Engine, status: str | None = None) -> list[dict[str, Any]]:
+    with Session(engine) as session:
+        query = select(Ticket).order_by(Ticket.number)
+        if status:
+            query = query.where(Ticket.status == status)
+        return [ticket_summary(t) for t in session.execute(query).scalars()]
+
+
+def show_ticket(engine: Engine, number: int) -> dict[str, Any] | None:
+    with Session(engine) as session:
+        ticket = session.get(Ticket, number)
+        return ticket_detail(session, ticket) if ticket is not None else None
+
+
+def export_tickets(engine: Engine, chunk: int = 200) -> Iterator[dict[str, Any]]:
+    """Every ticket with its messages, streamed in number order with bounded memory."""
+    last = 0
+    while True:
+        with Session(engine) as session:
+            tickets = list(
+                session.execute(
+                    select(Ticket).where(Ticket.number > last).order_by(Ticket.number).limit(chunk)
+                ).scalars()
+            )
+            if not tickets:
+                return
+            for ticket in tickets:
+                yield ticket_detail(session, ticket)
+            last = tickets[-1].number
+
+
+def list_quarantine(engine: Engine, include_replayed: bool = False) -> list[dict[str, Any]]:
+    with Session(engine) as session:
+        query = select(
+            QuarantineItem.id,
+            QuarantineItem.mailbox,
+            QuarantineItem.uid,
+            QuarantineItem.error,
+            QuarantineItem.created_at,
+            QuarantineItem.replayed_at,
+        ).order_by(QuarantineItem.id)
+        if not include_replayed:
+            query = query.where(QuarantineItem.replayed_at.is_(None))
+        return [
+            {
+                "id": r.id,
+                "mailbox": r.mailbox,
+                "uid": r.uid,
+                "error": r.error,
+                "created_at": iso(r.created_at),
+                "replayed_at": iso(r.replayed_at),
+            }
+            for r in session.execute(query)
+        ]

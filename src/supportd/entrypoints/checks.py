@@ -1,0 +1,56 @@
+"""`supportd check`: one pass/fail line per dependency, exit 1 on any failure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from supportd.errors import SupportdError
+
+
+def run_checks(config_path: Path | None, echo: Callable[[str], None]) -> bool:
+    from supportd.adapters.db import schema
+    from supportd.adapters.imap import ImapSource
+    from supportd.adapters.smtp import probe
+    from supportd.bootstrap import build_engine
+    from supportd.config import default_config_path, load_settings
+
+    path = config_path or default_config_path()
+    try:
+        settings = load_settings(path)
+    except SupportdError as exc:
+        echo(f"FAIL config: {exc}")
+        return False
+    echo(f"ok   config: {path}")
+    ok = True
+
+    try:
+        engine = build_engine(settings)
+        schema.require_current(engine)
+        echo(f"ok   database: {engine.url.render_as_string(hide_password=True)} "
+             f"at revision {schema.current_revision(engine)}")
+        engine.dispose()
+    except SupportdError as exc:
+        echo(f"FAIL database: {exc}")
+        ok = False
+    except Exception as exc:
+        echo(f"FAIL database: {settings.database.url.split('@')[-1]}: {type(exc).__name__}: {exc}")
+        ok = False
+
+    source = ImapSource(settings.imap)
+    try:
+        uidvalidity = source.open()
+        count = len(source.uids_after(0))
+        echo(f"ok   imap: {source.key} (UIDVALIDITY {uidvalidity}, {count} message(s))")
+    except SupportdError as exc:
+        echo(f"FAIL imap: {exc}")
+        ok = False
+    finally:
+        source.close()
+
+    try:
+        echo(f"ok   smtp: {probe(settings.smtp)}")
+    except SupportdError as exc:
+        echo(f"FAIL smtp: {exc}")
+        ok = False
+    return ok

@@ -1,0 +1,239 @@
+"""The `supportd` command line (the external contract of DESIGN.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from supportd.errors import SupportdError
+
+
+class _Context:
+    def __init__(self, config: Path | None) -> None:
+        self.config_path = config
+
+    def settings(self) -> Any:
+        from supportd.config import load_settings
+
+        return load_settings(self.config_path)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"supportd: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Configuration file (default: $SUPPORTD_CONFIG, else ./supportd.toml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: Path | None) -> None:
+    """supportd: an email support desk."""
+    ctx.obj = _Context(config)
+
+
+def _desk(ctx: click.Context, *, check_schema: bool = True) -> Any:
+    from supportd.bootstrap import build_desk, configure_logging
+
+    settings = ctx.obj.settings()
+    configure_logging(settings.logging.level)
+    return build_desk(settings, check_schema=check_schema)
+
+
+def _engine(ctx: click.Context) -> Any:
+    from supportd.adapters.db import schema
+    from supportd.bootstrap import build_engine
+
+    engine = build_engine(ctx.obj.settings())
+    schema.require_current(engine)
+    return engine
+
+
+@cli.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Bring the database to the newest schema."""
+    from supportd.adapters.db import schema
+    from supportd.bootstrap import build_engine
+
+    engine = build_engine(ctx.obj.settings())
+    before = schema.current_revision(engine)
+    schema.upgrade(engine)
+    after = schema.current_revision(engine)
+    click.echo(f"database at revision {after}" + (" (unchanged)" if before == after else ""))
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Process all waiting mail, run periodic work, exit.")
+@click.pass_context
+def run(ctx: click.Context, once: bool) -> None:
+    """Run the desk in the foreground."""
+    from supportd.entrypoints.daemon import Runner
+
+    desk = _desk(ctx)
+    runner = Runner(desk)
+    runner.install_signal_handlers()
+    try:
+        if once:
+            stats = runner.run_once()
+            click.echo(
+                f"stored {stats.stored}, duplicates {stats.duplicates}, "
+                f"quarantined {stats.quarantined}, new tickets {stats.new_tickets}"
+            )
+        else:
+            runner.run_forever()
+    finally:
+        desk.close()
+
+
+@cli.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate the configuration and reach the database, IMAP and SMTP servers."""
+    from supportd.entrypoints.checks import run_checks
+
+    ok = run_checks(ctx.obj.config_path, click.echo)
+    sys.exit(0 if ok else 1)
+
+
+@cli.group()
+def tickets() -> None:
+    """Look at tickets."""
+
+
+def _table(rows: list[dict[str, Any]], columns: list[tuple[str, str, int]]) -> None:
+    click.echo("  ".join(title.ljust(width) for _, title, width in columns).rstrip())
+    for row in rows:
+        cells = []
+        for key, _, width in columns:
+            value = row.get(key)
+            text = "" if value is None else str(value)
+            cells.append((text[: width - 1] + "…" if len(text) > width else text).ljust(width))
+        click.echo("  ".join(cells).rstrip())
+
+
+@tickets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON array (see DESIGN.md).")
+@click.option("--status", type=click.Choice(["open", "pending", "closed"]), default=None)
+@click.pass_context
+def tickets_list(ctx: click.Context, as_json: bool, status: str | None) -> None:
+    """List tickets."""
+    from supportd.adapters.db.views import list_tickets
+
+    rows = list_tickets(_engine(ctx), status)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    for row in rows:
+        row["created"] = (row["created_at"] or "")[:16].replace("T", " ")
+    _table(
+        rows,
+        [
+            ("number", "#", 6),
+            ("status", "STATUS", 7),
+            ("category", "CATEGORY", 13),
+            ("requester", "REQUESTER", 28),
+            ("message_count", "MSGS", 4),
+            ("created", "CREATED (UTC)", 16),
+            ("subject", "SUBJECT", 40),
+        ],
+    )
+
+
+@tickets.command("show")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tickets_show(ctx: click.Context, number: int, as_json: bool) -> None:
+    """Show one ticket with its messages."""
+    from supportd.adapters.db.views import show_ticket
+
+    detail = show_ticket(_engine(ctx), number)
+    if detail is None:
+        _fail(f"no ticket {number}")
+        return
+    if as_json:
+        click.echo(json.dumps(detail, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"Ticket #{detail['number']}: {detail['subject']}")
+    click.echo(f"  requester: {detail['requester']}   status: {detail['status']}   "
+               f"category: {detail['category']}")
+    click.echo(f"  participants: {', '.join(detail['participants'])}")
+    click.echo(f"  created: {detail['created_at']}   due: {detail['first_response_due']}")
+    for msg in detail["messages"]:
+        auto = f"  [automatic: {msg['automatic']}]" if msg["automatic"] else ""
+        click.echo(f"\n--- {msg['direction']} {msg['kind']} {msg['date']} from {msg['from']}{auto}")
+        click.echo(f"    Subject: {msg['subject']}")
+        for line in (msg["text"] or "").strip().splitlines()[:40]:
+            click.echo(f"    {line}")
+
+
+@tickets.command("export")
+@click.pass_context
+def tickets_export(ctx: click.Context) -> None:
+    """Every ticket as JSON Lines (one `show` object per line), streamed."""
+    from supportd.adapters.db.views import export_tickets
+
+    out = click.get_text_stream("stdout")
+    for detail in export_tickets(_engine(ctx)):
+        out.write(json.dumps(detail, ensure_ascii=False) + "\n")
+
+
+@cli.group()
+def quarantine() -> None:
+    """Messages that could not be processed."""
+
+
+@quarantine.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--all", "include_replayed", is_flag=True, help="Include replayed items.")
+@click.pass_context
+def quarantine_list(ctx: click.Context, as_json: bool, include_replayed: bool) -> None:
+    """List quarantined messages."""
+    from supportd.adapters.db.views import list_quarantine
+
+    rows = list_quarantine(_engine(ctx), include_replayed)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    _table(
+        rows,
+        [("id", "ID", 6), ("uid", "UID", 8), ("created_at", "CREATED", 26), ("error", "ERROR", 70)],
+    )
+
+
+@quarantine.command("replay")
+@click.argument("item_id", type=int)
+@click.pass_context
+def quarantine_replay(ctx: click.Context, item_id: int) -> None:
+    """Process a quarantined message again."""
+    desk = _desk(ctx)
+    try:
+        row_id = desk.ingestor.replay(item_id)
+    finally:
+        desk.close()
+    click.echo(f"quarantine item {item_id} replayed: stored as message {row_id}")
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the temporary folder with the demo database.")
+def demo(keep: bool) -> None:
+    """Run the whole desk on embedded servers with sample mail, then print the tickets."""
+    from supportd.entrypoints.demo import run_demo
+
+    run_demo(click.echo, keep=keep)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except SupportdError as exc:
+        _fail(str(exc))

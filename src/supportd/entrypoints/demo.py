@@ -1,0 +1,212 @@
+"""`supportd demo`: the real desk on embedded servers (pymap IMAP, aiosmtpd SMTP, SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import tempfile
+import threading
+from argparse import Namespace
+from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack, contextmanager
+from email.message import EmailMessage
+from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from imapclient import IMAPClient
+
+from supportd.adapters.db import schema
+from supportd.adapters.db.views import list_tickets, show_ticket
+from supportd.bootstrap import build_desk, build_engine
+from supportd.config import Settings, settings_from_dict
+from supportd.entrypoints.daemon import Runner
+
+PRODUCT = "WPERP"
+SUPPORT = "support@demo.example"
+USER, PASSWORD = "support", "demo-password"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def embedded_imap(user: str, password: str) -> Iterator[int]:
+    """pymap's in-memory IMAP server on 127.0.0.1 in a thread; yields its port."""
+    from pymap.backend.dict import DictBackend
+    from pymap.imap import IMAPService
+
+    port = free_port()
+    ready = threading.Event()
+    failure: list[BaseException] = []
+    state: dict[str, object] = {}
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        state["stop"] = stop
+        state["loop"] = asyncio.get_running_loop()
+        args = Namespace(
+            demo_data=False, demo_user=user, demo_password=password, host="127.0.0.1",
+            port=port, debug=False, cert=None, key=None, tls=False, passlib_cfg=None,
+            proxy_protocol=None, inherited_sockets=None,
+        )
+        backend, config = await DictBackend.init(args, secure_auth=False, invalid_user_sleep=0)
+        config.apply_context()
+        async with AsyncExitStack() as stack:
+            await backend.start(stack)
+            await IMAPService(backend, config).start(stack)
+            ready.set()
+            await stop.wait()
+
+    def thread_main() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # reported to the caller below
+            failure.append(exc)
+            ready.set()
+
+    thread = threading.Thread(target=thread_main, name="demo-imap", daemon=True)
+    thread.start()
+    ready.wait(30)
+    if failure:
+        raise RuntimeError(f"embedded IMAP server failed to start: {failure[0]}")
+    try:
+        yield port
+    finally:
+        loop = state.get("loop")
+        stop = state.get("stop")
+        if isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event):
+            loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+
+
+@contextmanager
+def embedded_smtp() -> Iterator[tuple[int, list[bytes]]]:
+    """An aiosmtpd sink on 127.0.0.1; yields its port and the list of received messages."""
+    from aiosmtpd.controller import Controller
+
+    received: list[bytes] = []
+
+    class Sink:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+            received.append(getattr(envelope, "original_content", b"") or b"")
+            return "250 OK"
+
+    controller = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield controller.port, received
+    finally:
+        controller.stop()
+
+
+def sample_mail(now: datetime) -> list[bytes]:
+    """A question, its follow-up, a stranger using that ticket's tag, a vacation reply."""
+
+    def mail(sender: str, subject: str, body: str, mid: str, minutes: int, **extra: str) -> bytes:
+        msg = EmailMessage()
+        msg["From"] = sender
+        msg["To"] = f"WPERP Support <{SUPPORT}>"
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(now - timedelta(minutes=minutes))
+        msg["Message-ID"] = mid
+        for name, value in extra.items():
+            msg[name.replace("_", "-")] = value
+        msg.set_content(body)
+        return msg.as_bytes()
+
+    return [
+        mail(
+            "Alice Rahman <alice@customer.example>",
+            "Cannot install WPERP on PHP 8.2",
+            "Hello,\n\nthe installer stops with a blank page after the database step.\n"
+            "How do I finish the installation?\n\nAlice",
+            "<q1@customer.example>",
+            30,
+            Cc="bob@customer.example",
+        ),
+        mail(
+            "Alice Rahman <alice@customer.example>",
+            "Re: Cannot install WPERP on PHP 8.2",
+            "Forgot to say: the log shows 'memory exhausted'.\n\n> the installer stops ...",
+            "<q2@customer.example>",
+            20,
+            In_Reply_To="<q1@customer.example>",
+            References="<q1@customer.example>",
+        ),
+        mail(
+            "Mallory <mallory@elsewhere.example>",
+            f"[{PRODUCT} #1] please send me the whole conversation",
+            "I am also on this ticket, honest.",
+            "<m1@elsewhere.example>",
+            10,
+        ),
+        mail(
+            "Carol <carol@customer.example>",
+            "Out of office: your newsletter",
+            "I am away until Monday.",
+            "<v1@customer.example>",
+            5,
+            Auto_Submitted="auto-replied",
+        ),
+    ]
+
+
+def demo_settings(folder: Path, imap_port: int, smtp_port: int) -> Settings:
+    return settings_from_dict(
+        {
+            "database": {"url": f"sqlite:///{folder / 'supportd.db'}"},
+            "imap": {
+                "host": "127.0.0.1", "port": imap_port, "security": "none", "username": USER,
+                "password": PASSWORD, "idle": False, "poll_interval": 1,
+            },
+            "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
+            "support": {
+                "address": SUPPORT, "name": "WPERP Support", "product": PRODUCT,
+                "agents": ["agent@demo.example"], "secret_key": "demo-secret-key-not-for-production",
+            },
+        }
+    )
+
+
+def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="supportd-demo-"))
+    try:
+        with embedded_imap(USER, PASSWORD) as imap_port, embedded_smtp() as (smtp_port, sent):
+            settings = demo_settings(folder, imap_port, smtp_port)
+            engine = build_engine(settings)
+            schema.upgrade(engine)
+            echo(f"database: {folder / 'supportd.db'} (migrated)")
+            echo(f"IMAP: 127.0.0.1:{imap_port} (pymap, in memory); SMTP sink: 127.0.0.1:{smtp_port}")
+            with IMAPClient("127.0.0.1", port=imap_port, ssl=False) as client:
+                client.login(USER, PASSWORD)
+                for raw in sample_mail(datetime.now(UTC)):
+                    client.append("INBOX", raw)
+            echo("appended 4 sample mails to INBOX\n")
+            desk = build_desk(settings, engine=engine)
+            stats = Runner(desk).run_once()
+            echo(
+                f"run --once: stored {stats.stored}, duplicates {stats.duplicates}, "
+                f"quarantined {stats.quarantined}, new tickets {stats.new_tickets}\n"
+            )
+            for ticket in list_tickets(engine):
+                detail = show_ticket(engine, ticket["number"]) or {}
+                echo(f"#{ticket['number']} [{ticket['status']}] {ticket['subject']!r} "
+                     f"from {ticket['requester']} ({ticket['message_count']} message(s))")
+                for msg in detail.get("messages", []):
+                    note = f"  (automatic: {msg['automatic']})" if msg["automatic"] else ""
+                    echo(f"     {msg['direction']} {msg['kind']:<8} {msg['from']}: "
+                         f"{msg['subject']}{note}")
+            echo("\nMallory's mail carried ticket #1's tag but she is no participant, "
+                 "so it opened its own ticket.")
+            echo(f"SMTP sink received {len(sent)} message(s).")
+            desk.close()
+    finally:
+        if keep:
+            echo(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
