@@ -51,7 +51,9 @@ def build_engine(settings: Settings) -> Engine:
     return make_engine(settings.database.url, echo=settings.database.echo)
 
 
-def build_desk(settings: Settings, *, engine: Engine | None = None, check_schema: bool = True) -> Desk:
+def build_desk(
+    settings: Settings, *, engine: Engine | None = None, check_schema: bool = True
+) -> Desk:
     engine = engine or build_engine(settings)
     if check_schema:
         schema.require_current(engine)

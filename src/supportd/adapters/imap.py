@@ -219,8 +219,9 @@ class ImapSource:
         return len(uids)
 
     def supports_idle(self) -> bool:
-        return bool(self.settings.idle and self.client is not None and
-                    self.client.has_capability("IDLE"))
+        return bool(
+            self.settings.idle and self.client is not None and self.client.has_capability("IDLE")
+        )
 
     def wait(self, timeout: float, wake: threading.Event) -> None:
         """IDLE until the server reports mail, `wake` is set, or `timeout` passes."""

@@ -127,7 +127,7 @@ def _addresses(value: str | None) -> tuple[Address, ...]:
     found = []
     for name, addr in pairs:
         email = clean_header(addr).strip("<> ").lower()
-        if not email or "@" not in email and email not in ("mailer-daemon", "postmaster"):
+        if not email or ("@" not in email and email not in ("mailer-daemon", "postmaster")):
             continue
         found.append(Address(email=email, name=decode_value(name).strip('" ')))
     return tuple(found)

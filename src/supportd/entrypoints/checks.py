@@ -27,8 +27,10 @@ def run_checks(config_path: Path | None, echo: Callable[[str], None]) -> bool:
     try:
         engine = build_engine(settings)
         schema.require_current(engine)
-        echo(f"ok   database: {engine.url.render_as_string(hide_password=True)} "
-             f"at revision {schema.current_revision(engine)}")
+        echo(
+            f"ok   database: {engine.url.render_as_string(hide_password=True)} "
+            f"at revision {schema.current_revision(engine)}"
+        )
         engine.dispose()
     except SupportdError as exc:
         echo(f"FAIL database: {exc}")

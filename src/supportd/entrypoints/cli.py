@@ -164,8 +164,10 @@ def tickets_show(ctx: click.Context, number: int, as_json: bool) -> None:
         click.echo(json.dumps(detail, ensure_ascii=False, indent=2))
         return
     click.echo(f"Ticket #{detail['number']}: {detail['subject']}")
-    click.echo(f"  requester: {detail['requester']}   status: {detail['status']}   "
-               f"category: {detail['category']}")
+    click.echo(
+        f"  requester: {detail['requester']}   status: {detail['status']}   "
+        f"category: {detail['category']}"
+    )
     click.echo(f"  participants: {', '.join(detail['participants'])}")
     click.echo(f"  created: {detail['created_at']}   due: {detail['first_response_due']}")
     for msg in detail["messages"]:

@@ -26,12 +26,31 @@ from supportd.services.ingest import IngestStats
 log = logging.getLogger(__name__)
 
 
+class _Notifier:
+    """sd_notify through the sdnotify package, only when systemd gave us a socket."""
+
+    def __init__(self) -> None:
+        self._systemd: sdnotify.SystemdNotifier | None = None
+
+    def notify(self, state: str) -> None:
+        if not os.environ.get("NOTIFY_SOCKET"):
+            return
+        if self._systemd is None:
+            self._systemd = sdnotify.SystemdNotifier()
+        self._systemd.notify(state)
+
+    def close(self) -> None:
+        if self._systemd is not None:
+            self._systemd.socket.close()
+            self._systemd = None
+
+
 class Runner:
     def __init__(self, desk: Desk) -> None:
         self.desk = desk
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.notifier = sdnotify.SystemdNotifier()
+        self.notifier = _Notifier()
         self.source = desk.make_source()
         self.periodic: list[tuple[str, Callable[[], object]]] = []
 
@@ -86,7 +105,10 @@ class Runner:
                     if stats.stored or stats.quarantined or stats.duplicates:
                         log.info(
                             "stored %d, duplicates %d, quarantined %d, new tickets %d",
-                            stats.stored, stats.duplicates, stats.quarantined, stats.new_tickets,
+                            stats.stored,
+                            stats.duplicates,
+                            stats.quarantined,
+                            stats.new_tickets,
                         )
                     backoff = 1.0
                     self.notifier.notify("WATCHDOG=1")
@@ -111,6 +133,7 @@ class Runner:
                     backoff = min(backoff * 2, settings.max_backoff)
         finally:
             self.notifier.notify("STOPPING=1")
+            self.notifier.close()
             scheduler.shutdown(wait=True)
             self.source.close()
         log.info("stopped")

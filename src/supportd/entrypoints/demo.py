@@ -10,9 +10,9 @@ import threading
 from argparse import Namespace
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from imapclient import IMAPClient
@@ -50,9 +50,18 @@ def embedded_imap(user: str, password: str) -> Iterator[int]:
         state["stop"] = stop
         state["loop"] = asyncio.get_running_loop()
         args = Namespace(
-            demo_data=False, demo_user=user, demo_password=password, host="127.0.0.1",
-            port=port, debug=False, cert=None, key=None, tls=False, passlib_cfg=None,
-            proxy_protocol=None, inherited_sockets=None,
+            demo_data=False,
+            demo_user=user,
+            demo_password=password,
+            host="127.0.0.1",
+            port=port,
+            debug=False,
+            cert=None,
+            key=None,
+            tls=False,
+            passlib_cfg=None,
+            proxy_protocol=None,
+            inherited_sockets=None,
         )
         backend, config = await DictBackend.init(args, secure_auth=False, invalid_user_sleep=0)
         config.apply_context()
@@ -92,7 +101,7 @@ def embedded_smtp() -> Iterator[tuple[int, list[bytes]]]:
     received: list[bytes] = []
 
     class Sink:
-        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
             received.append(getattr(envelope, "original_content", b"") or b"")
             return "250 OK"
 
@@ -161,13 +170,21 @@ def demo_settings(folder: Path, imap_port: int, smtp_port: int) -> Settings:
         {
             "database": {"url": f"sqlite:///{folder / 'supportd.db'}"},
             "imap": {
-                "host": "127.0.0.1", "port": imap_port, "security": "none", "username": USER,
-                "password": PASSWORD, "idle": False, "poll_interval": 1,
+                "host": "127.0.0.1",
+                "port": imap_port,
+                "security": "none",
+                "username": USER,
+                "password": PASSWORD,
+                "idle": False,
+                "poll_interval": 1,
             },
             "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
             "support": {
-                "address": SUPPORT, "name": "WPERP Support", "product": PRODUCT,
-                "agents": ["agent@demo.example"], "secret_key": "demo-secret-key-not-for-production",
+                "address": SUPPORT,
+                "name": "WPERP Support",
+                "product": PRODUCT,
+                "agents": ["agent@demo.example"],
+                "secret_key": "demo-secret-key-not-for-production",
             },
         }
     )
@@ -181,7 +198,9 @@ def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
             engine = build_engine(settings)
             schema.upgrade(engine)
             echo(f"database: {folder / 'supportd.db'} (migrated)")
-            echo(f"IMAP: 127.0.0.1:{imap_port} (pymap, in memory); SMTP sink: 127.0.0.1:{smtp_port}")
+            echo(
+                f"IMAP: 127.0.0.1:{imap_port} (pymap, in memory); SMTP sink: 127.0.0.1:{smtp_port}"
+            )
             with IMAPClient("127.0.0.1", port=imap_port, ssl=False) as client:
                 client.login(USER, PASSWORD)
                 for raw in sample_mail(datetime.now(UTC)):
@@ -195,14 +214,20 @@ def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
             )
             for ticket in list_tickets(engine):
                 detail = show_ticket(engine, ticket["number"]) or {}
-                echo(f"#{ticket['number']} [{ticket['status']}] {ticket['subject']!r} "
-                     f"from {ticket['requester']} ({ticket['message_count']} message(s))")
+                echo(
+                    f"#{ticket['number']} [{ticket['status']}] {ticket['subject']!r} "
+                    f"from {ticket['requester']} ({ticket['message_count']} message(s))"
+                )
                 for msg in detail.get("messages", []):
                     note = f"  (automatic: {msg['automatic']})" if msg["automatic"] else ""
-                    echo(f"     {msg['direction']} {msg['kind']:<8} {msg['from']}: "
-                         f"{msg['subject']}{note}")
-            echo("\nMallory's mail carried ticket #1's tag but she is no participant, "
-                 "so it opened its own ticket.")
+                    echo(
+                        f"     {msg['direction']} {msg['kind']:<8} {msg['from']}: "
+                        f"{msg['subject']}{note}"
+                    )
+            echo(
+                "\nMallory's mail carried ticket #1's tag but she is no participant, "
+                "so it opened its own ticket."
+            )
             echo(f"SMTP sink received {len(sent)} message(s).")
             desk.close()
     finally:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from supportd.errors import SupportdError
 from supportd.domain.mail import Cursor, FetchedMail, ParsedMail, dedup_key
 from supportd.domain.robots import automatic_reason
 from supportd.domain.threads import decide, new_participants, strip_tag
+from supportd.errors import SupportdError
 from supportd.services.ports import Clock, MailSource, TicketStore, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
@@ -171,10 +171,14 @@ class Ingestor:
                 )
             mail = self.parse_many([item.fetched.raw])[0]
             if isinstance(mail, BaseException):
-                raise SupportdError(f"quarantine item {item_id} still cannot be parsed: {_describe(mail)}")
+                raise SupportdError(
+                    f"quarantine item {item_id} still cannot be parsed: {_describe(mail)}"
+                )
             now = self.clock()
             stats = IngestStats()
-            row_id = self._store(store, item.mailbox, item.uidvalidity, item.fetched, mail, now, stats)
+            row_id = self._store(
+                store, item.mailbox, item.uidvalidity, item.fetched, mail, now, stats
+            )
             store.mark_replayed(item_id, row_id, now)
             store.commit()
         return row_id

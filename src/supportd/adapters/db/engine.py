@@ -44,4 +44,6 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the lock up front (no deadlock on upgrade); readers never block them.
+        writer = conn.get_execution_options().get("writer", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")

@@ -9,7 +9,6 @@ from datetime import datetime
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from supportd.domain.mail import Address, Cursor, FetchedMail, ParsedMail, QuarantinedMail
 from supportd.adapters.db.models import (
     DuplicateDelivery,
     MailboxState,
@@ -18,6 +17,7 @@ from supportd.adapters.db.models import (
     QuarantineItem,
     Ticket,
 )
+from supportd.domain.mail import Address, Cursor, FetchedMail, ParsedMail, QuarantinedMail
 
 
 def _addrs(addresses: Sequence[Address]) -> str:
@@ -66,7 +66,10 @@ class SqlTicketStore:
     ) -> None:
         self.session.execute(
             insert(DuplicateDelivery).values(
-                message_row_id=row_id, mailbox=mailbox, uidvalidity=uidvalidity, uid=uid,
+                message_row_id=row_id,
+                mailbox=mailbox,
+                uidvalidity=uidvalidity,
+                uid=uid,
                 created_at=now,
             )
         )
@@ -226,7 +229,9 @@ class SqlTicketStore:
 
 def unit_of_work(engine: Engine) -> Callable[[], AbstractContextManager[SqlTicketStore]]:
     """A factory of transactions: `with uow() as store: ...; store.commit()`; rollback otherwise."""
-    factory = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    factory = sessionmaker(
+        engine.execution_options(writer=True), expire_on_commit=False, autoflush=False
+    )
 
     @contextmanager
     def _uow() -> Iterator[SqlTicketStore]:
