@@ -217,7 +217,7 @@ def load_settings(path: Path | str | None = None) -> Settings:
             )
 
     try:
-        loaded = _FromFile()
+        loaded = _FromFile()  # type: ignore[call-arg]  # values come from the sources
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, credentials)) from None
     return Settings.model_validate(loaded.model_dump())

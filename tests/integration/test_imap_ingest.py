@@ -220,7 +220,7 @@ def test_tls_verification_rejects_unknown_ca(
     desk = make_desk(
         sqlite_url, dovecot, account, imap__security="tls", imap__port=dovecot.tls_port
     )
-    with pytest.raises(MailboxError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
+    with pytest.raises(MailboxError, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
         run_once(desk)
 
 

@@ -131,7 +131,8 @@ def test_html_only_message() -> None:
         raw(
             b"From: a@x.example",
             b"Content-Type: text/html; charset=utf-8",
-            body=b"<html><head><style>p{}</style></head><body><p>Hello</p><p>World &amp; co</p></body></html>",
+            body=b"<html><head><style>p{}</style></head>"
+            b"<body><p>Hello</p><p>World &amp; co</p></body></html>",
         )
     )
     assert "Hello" in m.text and "World & co" in m.text and "p{}" not in m.text

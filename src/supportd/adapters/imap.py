@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import logging
 import socket
@@ -255,7 +256,5 @@ def _quiet_close(client: IMAPClient) -> None:
     try:
         client.logout()
     except Exception:
-        try:
+        with contextlib.suppress(Exception):
             client.shutdown()
-        except Exception:
-            pass

@@ -14,13 +14,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from functools import lru_cache
 
 from supportd.domain.mail import Address, ParsedMail
 
 
-class ThreadReason(str, Enum):
+class ThreadReason(StrEnum):
     REFERENCE = "reference"
     TAG = "tag"
     NEW = "new"

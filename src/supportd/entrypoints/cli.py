@@ -184,9 +184,8 @@ def tickets_export(ctx: click.Context) -> None:
     """Every ticket as JSON Lines (one `show` object per line), streamed."""
     from supportd.adapters.db.views import export_tickets
 
-    out = click.get_text_stream("stdout")
     for detail in export_tickets(_engine(ctx)):
-        out.write(json.dumps(detail, ensure_ascii=False) + "\n")
+        sys.stdout.write(json.dumps(detail, ensure_ascii=False) + "\n")
 
 
 @cli.group()

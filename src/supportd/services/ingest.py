@@ -166,9 +166,8 @@ class Ingestor:
             if item is None:
                 raise SupportdError(f"quarantine item {item_id} does not exist")
             if item.replayed_at is not None:
-                raise SupportdError(
-                    f"quarantine item {item_id} was already replayed at {item.replayed_at:%Y-%m-%d %H:%M}"
-                )
+                when = f"{item.replayed_at:%Y-%m-%d %H:%M}"
+                raise SupportdError(f"quarantine item {item_id} was already replayed at {when}")
             mail = self.parse_many([item.fetched.raw])[0]
             if isinstance(mail, BaseException):
                 raise SupportdError(
