@@ -180,5 +180,19 @@ def test_dedup_key_ignores_transport_headers() -> None:
             b"Date: Sun, 22 Nov 2026 10:00:00 +0000",
         )
     )
-    assert dedup_key(a, b"1") == dedup_key(b, b"2")
-    assert dedup_key(a, b"1") != dedup_key(c, b"1")
+    body = raw(b"X: y")
+    assert dedup_key(a, body) == dedup_key(b, body)
+    assert dedup_key(a, body) != dedup_key(c, body)
+
+
+def test_same_message_id_with_different_text_is_a_different_message() -> None:
+    head = (b"From: a@x.example", b"Message-ID: <1@x>", b"Subject: s",
+            b"Date: Sun, 22 Nov 2026 10:00:00 +0000")
+    first, second = raw(*head, body=b"first variant"), raw(*head, body=b"second variant")
+    assert dedup_key(parse(first), first) != dedup_key(parse(second), second)
+
+
+def test_crlf_and_lf_copies_are_the_same_message() -> None:
+    crlf = raw(b"From: a@x.example", b"Message-ID: <1@x>", body=b"line one\r\nline two\r\n")
+    lf = crlf.replace(b"\r\n", b"\n")
+    assert dedup_key(parse(crlf), crlf) == dedup_key(parse(lf), lf)

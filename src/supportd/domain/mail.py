@@ -48,20 +48,32 @@ class ParsedMail:
         return tuple(seen)
 
 
-def dedup_key(mail: ParsedMail, raw: bytes) -> str:
-    """Identity of a delivery: same Message-ID, sender, date and subject means the same mail.
+def _body_digest(raw: bytes) -> str:
+    """Hash of the body bytes with all whitespace folded (CRLF and LF copies agree)."""
+    end = raw.find(b"\r\n\r\n")
+    lf_end = raw.find(b"\n\n")
+    if end < 0 or 0 <= lf_end < end:
+        body = raw[lf_end + 2 :] if lf_end >= 0 else b""
+    else:
+        body = raw[end + 4 :]
+    return hashlib.sha256(b" ".join(body.split())).hexdigest()
 
-    Two different messages sharing a Message-ID (broken mailers) differ in one of the
-    other fields and so get different keys. Without a Message-ID the text stands in.
+
+def dedup_key(mail: ParsedMail, raw: bytes) -> str:
+    """Identity of a delivery: same Message-ID, sender, date, subject and body is the same mail.
+
+    A second delivery of one message differs only in transport headers (Received, Delivered-To)
+    and so gets the same key. Two different messages sharing a Message-ID (broken mailers,
+    test fixtures) differ in one of the other fields or in the body, and are both kept.
     """
     sender = mail.sender.email if mail.sender else ""
-    if mail.message_id:
-        parts = ["mid", mail.message_id, sender, mail.date_header.strip(), mail.subject]
-    elif mail.date_header or sender or mail.subject:
-        body = hashlib.sha256(mail.text.encode("utf-8", "surrogatepass")).hexdigest()
-        parts = ["nomid", sender, mail.date_header.strip(), mail.subject, body]
-    else:
-        parts = ["raw", hashlib.sha256(raw).hexdigest()]
+    parts = [
+        mail.message_id or "",
+        sender,
+        " ".join(mail.date_header.split()),
+        mail.subject,
+        _body_digest(raw),
+    ]
     joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
     return hashlib.sha256(joined).hexdigest()
 

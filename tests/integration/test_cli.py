@@ -1,0 +1,166 @@
+"""The command line as an operator uses it: a subprocess, a TOML file, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import desk_config, write_toml
+from tests.support.desk import append
+from tests.support.dovecot import Account, Dovecot, free_port
+from tests.support.mail import make_mail
+
+
+def supportd(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTD_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "supportd", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full_env,
+    )
+
+
+@pytest.fixture
+def smtp_port() -> Iterator[int]:
+    from aiosmtpd.controller import Controller
+
+    class Sink:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+            return "250 OK"
+
+    controller = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller.port
+    controller.stop()
+
+
+@pytest.fixture
+def config(tmp_path: Path, db_url: str, dovecot: Dovecot, account: Account, smtp_port: int) -> Path:
+    data = desk_config(db_url, account, dovecot.port, smtp__port=smtp_port)
+    return write_toml(tmp_path / "supportd.toml", data)
+
+
+def test_run_refuses_an_unmigrated_database(config: Path) -> None:
+    result = supportd(config, "run", "--once")
+    assert result.returncode == 1
+    assert "supportd migrate" in result.stderr
+
+
+def test_migrate_run_once_and_read_tickets(config: Path, dovecot: Dovecot, account: Account) -> None:
+    append(
+        dovecot,
+        account,
+        make_mail(message_id="<c1@customer.example>"),
+        make_mail(subject="Re: Help", message_id="<c2@customer.example>",
+                  In_Reply_To="<c1@customer.example>"),
+        make_mail(sender="zed@other.example", subject="Licence question", message_id="<z@o>"),
+    )
+    first = supportd(config, "migrate")
+    assert first.returncode == 0, first.stderr
+    assert supportd(config, "migrate").stdout.strip().endswith("(unchanged)")
+    run = supportd(config, "run", "--once")
+    assert run.returncode == 0, run.stderr
+    assert "stored 3" in run.stdout and "new tickets 2" in run.stdout
+
+    listed = json.loads(supportd(config, "tickets", "list", "--json").stdout)
+    assert [t["message_count"] for t in listed] == [2, 1]
+    required = {"number", "subject", "requester", "status", "category", "created_at",
+                "first_response_due", "first_responded_at", "escalation_level", "message_count"}
+    assert required <= set(listed[0])
+    assert listed[0]["status"] in ("open", "pending", "closed")
+    assert listed[0]["category"] == "other"
+
+    shown = json.loads(supportd(config, "tickets", "show", str(listed[0]["number"]), "--json").stdout)
+    assert {"direction", "kind", "from", "to", "subject", "message_id", "date", "text"} <= set(
+        shown["messages"][0]
+    )
+    assert [m["direction"] for m in shown["messages"]] == ["in", "in"]
+    assert shown["messages"][0]["kind"] == "customer"
+
+    table = supportd(config, "tickets", "list").stdout
+    assert "Licence question" in table and "alice@customer.example" in table
+    text = supportd(config, "tickets", "show", str(listed[0]["number"])).stdout
+    assert "The installer stops." in text
+
+    lines = supportd(config, "tickets", "export").stdout.splitlines()
+    assert [json.loads(line)["number"] for line in lines] == [t["number"] for t in listed]
+    assert all("messages" in json.loads(line) for line in lines)
+
+    missing = supportd(config, "tickets", "show", "999")
+    assert missing.returncode == 1 and "no ticket 999" in missing.stderr
+
+
+def test_quarantine_list_and_replay(config: Path, dovecot: Dovecot, account: Account) -> None:
+    # A message the parser cannot read: the real ingest path, with a parser that refuses.
+    assert supportd(config, "migrate").returncode == 0
+    append(dovecot, account, make_mail(subject="needs replay", message_id="<r@x>"))
+    from supportd.bootstrap import build_desk, build_engine
+    from supportd.config import load_settings
+    from supportd.entrypoints.daemon import Runner
+
+    settings = load_settings(config)
+    desk = build_desk(settings, engine=build_engine(settings))
+    desk.ingestor.parse_many = lambda raws: [ValueError("unreadable") for _ in raws]
+    try:
+        stats = Runner(desk).run_once()
+    finally:
+        desk.close()
+    assert stats.quarantined == 1
+
+    listed = json.loads(supportd(config, "quarantine", "list", "--json").stdout)
+    assert len(listed) == 1
+    assert {"id", "mailbox", "uid", "error", "created_at"} <= set(listed[0])
+    assert "unreadable" in listed[0]["error"]
+    assert "unreadable" in supportd(config, "quarantine", "list").stdout
+
+    replay = supportd(config, "quarantine", "replay", str(listed[0]["id"]))
+    assert replay.returncode == 0, replay.stderr
+    assert json.loads(supportd(config, "quarantine", "list", "--json").stdout) == []
+    tickets = json.loads(supportd(config, "tickets", "list", "--json").stdout)
+    assert [t["subject"] for t in tickets] == ["needs replay"]
+    again = supportd(config, "quarantine", "replay", str(listed[0]["id"]))
+    assert again.returncode == 1 and "already replayed" in again.stderr
+
+
+def test_check_passes_against_live_servers(config: Path) -> None:
+    supportd(config, "migrate")
+    result = supportd(config, "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * 4
+
+
+def test_check_names_each_failure(config: Path, tmp_path: Path) -> None:
+    env = {"SUPPORTD_IMAP__PASSWORD": "wrong", "SUPPORTD_SMTP__PORT": str(free_port())}
+    result = supportd(config, "check", env=env)
+    assert result.returncode == 1
+    lines = {line.split()[1].rstrip(":"): line for line in result.stdout.splitlines()}
+    assert lines["config"].startswith("ok")
+    assert lines["database"].startswith("FAIL") and "supportd migrate" in lines["database"]
+    assert lines["imap"].startswith("FAIL") and "login refused" in lines["imap"]
+    assert "wrong" not in lines["imap"].replace("wrong-", "")
+    assert lines["smtp"].startswith("FAIL") and "127.0.0.1" in lines["smtp"]
+
+
+def test_bad_config_names_key_and_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[imap]\nhost = "h"\nusername = "u"\npassword = "p"\nport = "x"\n'
+                   '[support]\naddress = "s@x.example"\nsecret_key = "0123456789abcdef"\n')
+    result = supportd(bad, "run", "--once")
+    assert result.returncode == 1
+    assert "imap.port" in result.stderr and str(bad) in result.stderr
+    check = supportd(bad, "check")
+    assert check.returncode == 1 and check.stdout.startswith("FAIL config")
+
+
+def test_missing_config_file_is_explained(tmp_path: Path) -> None:
+    result = supportd(tmp_path / "absent.toml", "tickets", "list")
+    assert result.returncode == 1 and "not found" in result.stderr

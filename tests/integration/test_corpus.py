@@ -1,0 +1,55 @@
+"""Real-world mail from other projects' test suites, through Dovecot into tickets."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from supportd.adapters.db.models import DuplicateDelivery, MessageRow, QuarantineItem
+from tests.conftest import CORPUS
+from tests.support.desk import count, make_desk, run_once
+from tests.support.dovecot import Account, Dovecot
+
+pytestmark = pytest.mark.slow
+
+
+def corpus_emails() -> list[tuple[Path, str]]:
+    manifest = CORPUS / "MANIFEST.tsv"
+    if not manifest.exists():
+        return []
+    with manifest.open(newline="") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    return [(CORPUS / r["local_file"], r["category"]) for r in rows if r["kind"] == "email"]
+
+
+@pytest.mark.skipif(not corpus_emails(), reason=f"corpus not found at {CORPUS}")
+def test_every_corpus_message_is_stored_or_quarantined(
+    sqlite_url: str, dovecot: Dovecot, account: Account
+) -> None:
+    files = corpus_emails()
+    for path, _category in files:
+        dovecot.deliver(account, path.read_bytes())
+    desk = make_desk(sqlite_url, dovecot, account, imap__batch_size=50)
+    stats = run_once(desk)  # must not raise, whatever the corpus holds
+    stored = count(desk.engine, MessageRow)
+    duplicates = count(desk.engine, DuplicateDelivery)
+    quarantined = count(desk.engine, QuarantineItem)
+    print(
+        f"corpus: {len(files)} messages -> stored {stored}, duplicate deliveries {duplicates}, "
+        f"quarantined {quarantined}"
+    )
+    assert stored + duplicates + quarantined == len(files)
+    assert (stats.stored, stats.duplicates, stats.quarantined) == (stored, duplicates, quarantined)
+    assert quarantined == 0
+    with desk.engine.connect() as conn:
+        sizes = sorted(conn.execute(select(MessageRow.size)).scalars())
+        raws = conn.execute(select(MessageRow.raw).limit(5)).scalars().all()
+    assert sizes[0] >= 0 and all(isinstance(r, bytes) for r in raws)
+    # Raw bytes are kept whole: the sum matches what was delivered, less the duplicates.
+    with desk.engine.connect() as conn:
+        total = sum(len(r) for r in conn.execute(select(MessageRow.raw)).scalars())
+    delivered = sum(p.stat().st_size for p, _ in files)
+    assert total <= delivered and total > delivered * 0.5
