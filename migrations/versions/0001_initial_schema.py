@@ -53,6 +53,7 @@ def upgrade() -> None:
     sa.Column('subject', sa.Text(), nullable=False),
     sa.Column('message_id', sa.String(length=1000), nullable=True),
     sa.Column('in_reply_to', sa.Text(), nullable=False),
+    sa.Column('parent_message_id', sa.String(length=1000), nullable=True),
     sa.Column('references', sa.Text(), nullable=False),
     sa.Column('date', sa.DateTime(), nullable=False),
     sa.Column('header_date', sa.String(length=200), nullable=False),
@@ -72,6 +73,7 @@ def upgrade() -> None:
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index('ix_messages_dedup', ['mailbox', 'dedup_key'], unique=False)
         batch_op.create_index('ix_messages_message_id', ['message_id'], unique=False)
+        batch_op.create_index('ix_messages_parent', ['parent_message_id'], unique=False)
         batch_op.create_index('ix_messages_ticket', ['ticket_number', 'id'], unique=False)
 
     op.create_table('outbox',
@@ -142,6 +144,7 @@ def downgrade() -> None:
     op.drop_table('outbox')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_ticket')
+        batch_op.drop_index('ix_messages_parent')
         batch_op.drop_index('ix_messages_message_id')
         batch_op.drop_index('ix_messages_dedup')
 

@@ -17,7 +17,9 @@ from tests.support.dovecot import Account, Dovecot, free_port
 from tests.support.mail import make_mail
 
 
-def supportd(config: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def supportd(
+    config: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTD_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -34,7 +36,7 @@ def smtp_port() -> Iterator[int]:
     from aiosmtpd.controller import Controller
 
     class Sink:
-        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]  # noqa: N802
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
             return "250 OK"
 
     controller = Controller(Sink(), hostname="127.0.0.1", port=free_port())
@@ -55,13 +57,18 @@ def test_run_refuses_an_unmigrated_database(config: Path) -> None:
     assert "supportd migrate" in result.stderr
 
 
-def test_migrate_run_once_and_read_tickets(config: Path, dovecot: Dovecot, account: Account) -> None:
+def test_migrate_run_once_and_read_tickets(
+    config: Path, dovecot: Dovecot, account: Account
+) -> None:
     append(
         dovecot,
         account,
         make_mail(message_id="<c1@customer.example>"),
-        make_mail(subject="Re: Help", message_id="<c2@customer.example>",
-                  In_Reply_To="<c1@customer.example>"),
+        make_mail(
+            subject="Re: Help",
+            message_id="<c2@customer.example>",
+            In_Reply_To="<c1@customer.example>",
+        ),
         make_mail(sender="zed@other.example", subject="Licence question", message_id="<z@o>"),
     )
     first = supportd(config, "migrate")
@@ -73,13 +80,25 @@ def test_migrate_run_once_and_read_tickets(config: Path, dovecot: Dovecot, accou
 
     listed = json.loads(supportd(config, "tickets", "list", "--json").stdout)
     assert [t["message_count"] for t in listed] == [2, 1]
-    required = {"number", "subject", "requester", "status", "category", "created_at",
-                "first_response_due", "first_responded_at", "escalation_level", "message_count"}
+    required = {
+        "number",
+        "subject",
+        "requester",
+        "status",
+        "category",
+        "created_at",
+        "first_response_due",
+        "first_responded_at",
+        "escalation_level",
+        "message_count",
+    }
     assert required <= set(listed[0])
     assert listed[0]["status"] in ("open", "pending", "closed")
     assert listed[0]["category"] == "other"
 
-    shown = json.loads(supportd(config, "tickets", "show", str(listed[0]["number"]), "--json").stdout)
+    shown = json.loads(
+        supportd(config, "tickets", "show", str(listed[0]["number"]), "--json").stdout
+    )
     assert {"direction", "kind", "from", "to", "subject", "message_id", "date", "text"} <= set(
         shown["messages"][0]
     )
@@ -152,8 +171,10 @@ def test_check_names_each_failure(config: Path, tmp_path: Path) -> None:
 
 def test_bad_config_names_key_and_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text('[imap]\nhost = "h"\nusername = "u"\npassword = "p"\nport = "x"\n'
-                   '[support]\naddress = "s@x.example"\nsecret_key = "0123456789abcdef"\n')
+    bad.write_text(
+        '[imap]\nhost = "h"\nusername = "u"\npassword = "p"\nport = "x"\n'
+        '[support]\naddress = "s@x.example"\nsecret_key = "0123456789abcdef"\n'
+    )
     result = supportd(bad, "run", "--once")
     assert result.returncode == 1
     assert "imap.port" in result.stderr and str(bad) in result.stderr

@@ -29,12 +29,25 @@ PER_ROUND = 80
 def conversation(n: int) -> list[bytes]:
     """A question and up to two replies that thread by In-Reply-To."""
     root = f"<c{n}@customer.example>"
-    mails = [make_mail(sender=f"user{n}@customer.example", subject=f"Question {n}",
-                       body=("detail " * 400), message_id=root)]
+    mails = [
+        make_mail(
+            sender=f"user{n}@customer.example",
+            subject=f"Question {n}",
+            body=("detail " * 400),
+            message_id=root,
+        )
+    ]
     for k in range(n % 3):
-        mails.append(make_mail(sender=f"user{n}@customer.example", subject=f"Re: Question {n}",
-                               body="more " * 200, message_id=f"<c{n}r{k}@customer.example>",
-                               In_Reply_To=root, References=root))
+        mails.append(
+            make_mail(
+                sender=f"user{n}@customer.example",
+                subject=f"Re: Question {n}",
+                body="more " * 200,
+                message_id=f"<c{n}r{k}@customer.example>",
+                In_Reply_To=root,
+                References=root,
+            )
+        )
     return mails
 
 
@@ -46,8 +59,14 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
     print(f"crash test seed {seed}")
     config = write_toml(
         tmp_path / "supportd.toml",
-        desk_config(db_url, account, dovecot.port, imap__batch_size=15, imap__idle=False,
-                    imap__poll_interval=0.2),
+        desk_config(
+            db_url,
+            account,
+            dovecot.port,
+            imap__batch_size=15,
+            imap__idle=False,
+            imap__poll_interval=0.2,
+        ),
     )
     engine = make_engine(db_url)
     schema.upgrade(engine)
@@ -65,7 +84,9 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
             mails.extend(batch)
         proc = subprocess.Popen(
             [sys.executable, "-m", "supportd", "--config", str(config), "run"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         time.sleep(rng.uniform(0.4, 1.8))
         proc.send_signal(signal.SIGKILL)
@@ -78,12 +99,17 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
 
     final = subprocess.run(
         [sys.executable, "-m", "supportd", "--config", str(config), "run", "--once"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert final.returncode == 0, final.stderr
     with engine.connect() as conn:
         total = conn.execute(select(func.count()).select_from(MessageRow)).scalar_one()
-        distinct = conn.execute(select(func.count(func.distinct(MessageRow.message_id)))).scalar_one()
+        distinct = conn.execute(
+            select(func.count(func.distinct(MessageRow.message_id)))
+        ).scalar_one()
         uids = conn.execute(select(func.count(func.distinct(MessageRow.uid)))).scalar_one()
         tickets = conn.execute(select(func.count()).select_from(Ticket)).scalar_one()
         last_uid = conn.execute(select(MailboxState.last_uid)).scalar_one()

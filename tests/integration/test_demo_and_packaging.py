@@ -31,19 +31,35 @@ def test_demo_threads_sample_mail_into_tickets_and_leaves_nothing_behind() -> No
 def test_systemd_unit_verifies() -> None:
     result = subprocess.run(
         ["systemd-analyze", "verify", str(ROOT / "systemd" / "supportd.service")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     # Missing /usr/bin/supportd or user on a build host is fine; syntax errors are not.
-    bad = [line for line in result.stderr.splitlines()
-           if "Unknown" in line or "Invalid" in line or "Failed to parse" in line]
+    bad = [
+        line
+        for line in result.stderr.splitlines()
+        if "Unknown" in line or "Invalid" in line or "Failed to parse" in line
+    ]
     assert bad == []
 
 
 def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     [wheel] = tmp_path.glob("supportd-*.whl")

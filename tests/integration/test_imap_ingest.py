@@ -272,3 +272,19 @@ def test_daemon_survives_a_server_restart(sqlite_url: str, dovecot: Dovecot) -> 
         assert conn.execute(
             select(Participant.address).where(Participant.role == "requester")
         ).scalar()
+
+
+def test_replies_that_arrive_before_their_parent_share_its_ticket(
+    db_url: str, dovecot: Dovecot, account: Account
+) -> None:
+    second_reply = make_mail(
+        subject="Re: Help with installation",
+        message_id="<q3@customer.example>",
+        In_Reply_To="<q1@customer.example>",
+    )
+    append(dovecot, account, FOLLOW_UP, second_reply, QUESTION)
+    desk = make_desk(db_url, dovecot, account)
+    stats = run_once(desk)
+    assert (stats.stored, stats.new_tickets) == (3, 1)
+    [ticket] = list_tickets(desk.engine)
+    assert ticket["message_count"] == 3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
@@ -9,8 +10,6 @@ from supportd.adapters.db import schema
 from supportd.adapters.db.engine import make_engine
 from supportd.adapters.db.models import Base
 from supportd.errors import SchemaError
-
-import pytest
 
 
 def test_walk_every_revision_down_and_up(db_url: str) -> None:

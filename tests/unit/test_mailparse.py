@@ -186,8 +186,12 @@ def test_dedup_key_ignores_transport_headers() -> None:
 
 
 def test_same_message_id_with_different_text_is_a_different_message() -> None:
-    head = (b"From: a@x.example", b"Message-ID: <1@x>", b"Subject: s",
-            b"Date: Sun, 22 Nov 2026 10:00:00 +0000")
+    head = (
+        b"From: a@x.example",
+        b"Message-ID: <1@x>",
+        b"Subject: s",
+        b"Date: Sun, 22 Nov 2026 10:00:00 +0000",
+    )
     first, second = raw(*head, body=b"first variant"), raw(*head, body=b"second variant")
     assert dedup_key(parse(first), first) != dedup_key(parse(second), second)
 

@@ -146,3 +146,13 @@ def test_references_only_ever_pick_a_ticket_that_owns_one_of_them(
         assert d.ticket in owners
     else:
         assert d.ticket is None
+
+
+def test_related_ticket_is_used_when_no_reference_is_known() -> None:
+    d = decide(mail(references=("<unknown@x>",)), "Desk", {}, nobody, ticket_of_related=4)
+    assert (d.ticket, d.reason) == (4, ThreadReason.RELATED)
+
+
+def test_a_known_reference_beats_a_related_ticket() -> None:
+    d = decide(mail(in_reply_to=("<a@x>",)), "Desk", {"<a@x>": 2}, nobody, ticket_of_related=4)
+    assert d.ticket == 2

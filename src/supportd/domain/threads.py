@@ -2,7 +2,8 @@
 
 A message joins an existing ticket only
 - through a Message-ID stored or issued for that ticket (In-Reply-To, then References
-  from the nearest parent back), or
+  from the nearest parent back), or through a stored message of that ticket that
+  answers it or shares its parent (out-of-order arrival), or
 - through the ticket tag ``[<product> #<number>]`` in its subject, and only when the
   sender is that ticket's requester or a participant.
 A tag from anybody else opens a new ticket: guessing a number must not reveal or
@@ -22,6 +23,7 @@ from supportd.domain.mail import Address, ParsedMail
 
 class ThreadReason(StrEnum):
     REFERENCE = "reference"
+    RELATED = "related"
     TAG = "tag"
     NEW = "new"
     TAG_REFUSED = "tag_refused"
@@ -65,12 +67,20 @@ def decide(
     product: str,
     ticket_for_message_id: Mapping[str, int],
     participants_of: Callable[[int], frozenset[str]],
+    ticket_of_related: int | None = None,
 ) -> ThreadDecision:
-    """Which ticket `mail` joins; None in the decision means a new ticket."""
+    """Which ticket `mail` joins; None in the decision means a new ticket.
+
+    `ticket_of_related` is the ticket holding a stored reply to this very message, or a
+    stored reply to the same parent (mail arrives out of order: replies before what
+    they answer).
+    """
     for mid in mail.thread_references():
         number = ticket_for_message_id.get(mid)
         if number is not None:
             return ThreadDecision(number, ThreadReason.REFERENCE)
+    if ticket_of_related is not None:
+        return ThreadDecision(ticket_of_related, ThreadReason.RELATED)
     tagged = find_tag(mail.subject, product)
     if tagged is not None:
         sender = mail.sender.email if mail.sender else ""

@@ -196,7 +196,12 @@ class Ingestor:
         """Thread `mail` onto a ticket (or open one) and store it; returns the message row id."""
         refs = mail.thread_references()
         known = store.tickets_for_message_ids(refs) if refs else {}
-        decision = decide(mail, self.desk.product, known, store.participants)
+        related = None
+        if not known:  # out of order: a reply to this mail, or a sibling, arrived first
+            own = (mail.message_id,) if mail.message_id else ()
+            by_parent = store.tickets_by_parent((*own, *refs))
+            related = next((by_parent[m] for m in (*own, *refs) if m in by_parent), None)
+        decision = decide(mail, self.desk.product, known, store.participants, related)
         sender = mail.sender.email if mail.sender else ""
         if decision.ticket is None:
             ticket = store.create_ticket(

@@ -51,6 +51,9 @@ class TicketStore(Protocol):
 
     def tickets_for_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]: ...
 
+    def tickets_by_parent(self, message_ids: Sequence[str]) -> dict[str, int]:
+        """Tickets holding a stored message whose nearest parent is one of `message_ids`."""
+
     def participants(self, ticket: int) -> frozenset[str]: ...
 
     def requester(self, ticket: int) -> str: ...

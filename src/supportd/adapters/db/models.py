@@ -90,6 +90,7 @@ class MessageRow(Base):
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_message_id", "message_id"),
+        Index("ix_messages_parent", "parent_message_id"),
         Index("ix_messages_dedup", "mailbox", "dedup_key"),
         Index("ix_messages_ticket", "ticket_number", "id"),
     )
@@ -104,6 +105,9 @@ class MessageRow(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     in_reply_to: Mapped[str] = mapped_column(Text, default="")
+    # The nearest parent (first In-Reply-To, else last Reference): finds a reply's ticket
+    # when the message it answers arrives after it.
+    parent_message_id: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     references: Mapped[str] = mapped_column(Text, default="")
     date: Mapped[datetime] = mapped_column(UTCDateTime)
     header_date: Mapped[str] = mapped_column(String(200), default="")

@@ -84,6 +84,16 @@ class SqlTicketStore:
         )
         return {mid: number for mid, number in rows if mid is not None}
 
+    def tickets_by_parent(self, message_ids: Sequence[str]) -> dict[str, int]:
+        if not message_ids:
+            return {}
+        rows = self.session.execute(
+            select(MessageRow.parent_message_id, MessageRow.ticket_number)
+            .where(MessageRow.parent_message_id.in_(list(message_ids)))
+            .order_by(MessageRow.id.desc())
+        )
+        return {parent: number for parent, number in rows if parent is not None}
+
     def participants(self, ticket: int) -> frozenset[str]:
         rows = self.session.execute(
             select(Participant.address).where(Participant.ticket_number == ticket)
@@ -152,6 +162,7 @@ class SqlTicketStore:
                 subject=mail.subject,
                 message_id=mail.message_id,
                 in_reply_to=" ".join(mail.in_reply_to),
+                parent_message_id=next(iter(mail.thread_references()), None),
                 references=" ".join(mail.references),
                 date=fetched.internaldate,
                 header_date=mail.date_header,
