@@ -1,0 +1,141 @@
+"""Ingestion benchmark: N messages in a private Dovecot, timed through `supportd run --once`.
+
+    .venv/bin/python bench/ingest.py [-n 10000] [--postgres] [--batch-size 200]
+
+Prints messages per second and the peak RSS of the supportd process (and of its children,
+if any). Needs root and Dovecot, like the integration tests. Not a test: no assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from imapclient import IMAPClient  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from tests.conftest import PG_ADMIN_URL, desk_config, write_toml  # noqa: E402
+from tests.support.dovecot import Dovecot  # noqa: E402
+from tests.support.mail import make_mail  # noqa: E402
+
+WORDS = (
+    "install configure plugin invoice payroll employee leave report error page blank "
+    "database module update version license export import settings permission role "
+    "dashboard customer vendor account ledger attendance please help thanks regards"
+).split()
+
+
+def body_of(rng: random.Random, size: int) -> str:
+    words: list[str] = []
+    length = 0
+    while length < size:
+        word = rng.choice(WORDS)
+        words.append(word)
+        length += len(word) + 1
+        if len(words) % 14 == 0:
+            words.append("\n")
+    return " ".join(words)
+
+
+def seed(dovecot: Dovecot, n: int, rng: random.Random) -> tuple[object, int]:
+    account = dovecot.add_user()
+    total = 0
+    roots: list[str] = []
+    start = time.time() - n
+    for i in range(n):
+        size = min(50_000, 2_000 + int(rng.expovariate(1 / 6_000)))
+        headers: dict[str, str] = {}
+        subject = f"Question {i} about {rng.choice(WORDS)}"
+        if roots and rng.random() < 0.3:
+            parent = rng.choice(roots)
+            headers = {"In_Reply_To": parent, "References": parent}
+            subject = "Re: " + subject
+        mid = f"<b{i}.{uuid.uuid4().hex[:8]}@customer.example>"
+        raw = make_mail(
+            sender=f"Customer {i % 500} <customer{i % 500}@example.com>",
+            subject=subject,
+            body=body_of(rng, size),
+            message_id=mid,
+            **headers,
+        )
+        roots.append(mid)
+        total += len(raw)
+        dovecot.deliver(account, raw, when=start + i)
+    # Let Dovecot index the folder once, as a long-running server would have.
+    with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+        client.login(account.username, account.password)
+        client.select_folder("INBOX", readonly=True)
+        client.fetch(client.search(["ALL"]), ["RFC822.SIZE"])
+    return account, total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=10_000)
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    dovecot = Dovecot()
+    dovecot.start()
+    work = Path(tempfile.mkdtemp(prefix="supportd-bench-"))
+    pg_name = None
+    try:
+        t0 = time.monotonic()
+        account, total = seed(dovecot, args.n, random.Random(args.seed))
+        print(f"seeded {args.n} messages, {total / args.n / 1024:.1f} KiB average, "
+              f"in {time.monotonic() - t0:.1f} s")
+        if args.postgres:
+            pg_name = f"supportd_bench_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{pg_name}"'))
+            db_url = admin.url.set(database=pg_name).render_as_string(hide_password=False)
+        else:
+            db_url = f"sqlite:///{work / 'bench.db'}"
+        config = write_toml(
+            work / "supportd.toml",
+            desk_config(db_url, account, dovecot.port, imap__batch_size=args.batch_size),  # type: ignore[arg-type]
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTD_")}
+        cmd = [sys.executable, "-m", "supportd", "--config", str(config)]
+        subprocess.run([*cmd, "migrate"], check=True, env=env, capture_output=True)
+        started = time.monotonic()
+        result = subprocess.run([*cmd, "run", "--once"], env=env, capture_output=True, text=True)
+        elapsed = time.monotonic() - started
+        if result.returncode != 0:
+            print(result.stderr)
+            raise SystemExit(1)
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        print(result.stdout.strip())
+        backend = "PostgreSQL" if args.postgres else "SQLite"
+        print(f"{backend}: {args.n} messages in {elapsed:.2f} s = {args.n / elapsed:.0f} msg/s "
+              f"(process start and migrations check included)")
+        print(f"peak RSS of the largest child process: {peak_kib / 1024:.0f} MiB")
+        if not args.postgres:
+            print(f"database size: {(work / 'bench.db').stat().st_size / 1e6:.0f} MB")
+    finally:
+        dovecot.cleanup()
+        if pg_name:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}"'))
+            admin.dispose()
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
