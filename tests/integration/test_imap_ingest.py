@@ -156,10 +156,10 @@ def test_bad_message_is_quarantined_and_the_rest_goes_on(
     desk = make_desk(sqlite_url, dovecot, account)
     real_add = type(desk.ingestor).file_message
 
-    def failing(self, store, mailbox, uidvalidity, fetched, mail, key, now, stats):  # type: ignore[no-untyped-def]
+    def failing(self, plan, fetched, mail, key):  # type: ignore[no-untyped-def]
         if mail.subject == "POISON":
             raise RuntimeError("simulated processing failure")
-        return real_add(self, store, mailbox, uidvalidity, fetched, mail, key, now, stats)
+        return real_add(self, plan, fetched, mail, key)
 
     monkeypatch.setattr(type(desk.ingestor), "file_message", failing)
     stats = run_once(desk)

@@ -13,10 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from supportd.domain.mail import Cursor, FetchedMail, ParsedMail, dedup_key
+from supportd.domain.mail import Address, Cursor, FetchedMail, ParsedMail, dedup_key
 from supportd.domain.robots import automatic_reason
 from supportd.domain.threads import decide, new_participants, strip_tag
 from supportd.errors import SupportdError
+from supportd.services.plan import ChunkPlan
 from supportd.services.ports import Clock, MailSource, TicketStore, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class IngestStats:
         self.new_tickets += other.new_tickets
         self.batches += other.batches
         self.archived += other.archived
+        self.ticket_numbers.extend(other.ticket_numbers)
 
 
 @dataclass(frozen=True)
@@ -104,60 +106,101 @@ class Ingestor:
         return stats
 
     def ingest_batch(self, mailbox: str, uidvalidity: int, batch: list[FetchedMail]) -> IngestStats:
-        """Store one FETCH batch and advance the cursor, all in one transaction."""
+        """Store one FETCH batch and advance the cursor, all in one transaction.
+
+        The batch is planned and written in bulk inside a SAVEPOINT; if that fails, each
+        message is retried alone in its own SAVEPOINT, and one that still fails goes to
+        quarantine with its error.
+        """
         stats = IngestStats(batches=1)
         parsed = self.parse_many([m.raw for m in batch])
         now = self.clock()
         with self.uow() as store:
+            good: list[tuple[FetchedMail, ParsedMail]] = []
             for fetched, mail in zip(batch, parsed, strict=True):
-                self._one(store, mailbox, uidvalidity, fetched, mail, now, stats)
+                if isinstance(mail, BaseException):
+                    self._quarantine(
+                        store,
+                        mailbox,
+                        uidvalidity,
+                        fetched,
+                        f"cannot parse: {_describe(mail)}",
+                        now,
+                        stats,
+                    )
+                else:
+                    good.append((fetched, mail))
+            try:
+                with store.savepoint():
+                    stats.add(self._apply(store, mailbox, uidvalidity, good, now)[0])
+            except Exception as exc:
+                log.warning(
+                    "%s: batch failed (%s); retrying its messages one by one",
+                    mailbox,
+                    _describe(exc),
+                )
+                for fetched, mail in good:
+                    try:
+                        with store.savepoint():
+                            one = self._apply(store, mailbox, uidvalidity, [(fetched, mail)], now)
+                            stats.add(one[0])
+                    except Exception as one_exc:  # one bad message never stops the desk
+                        log.exception("%s UID %d: processing failed", mailbox, fetched.uid)
+                        self._quarantine(
+                            store,
+                            mailbox,
+                            uidvalidity,
+                            fetched,
+                            f"cannot process: {_describe(one_exc)}",
+                            now,
+                            stats,
+                        )
             store.set_cursor(mailbox, Cursor(uidvalidity, batch[-1].uid), now)
             store.commit()
         return stats
 
-    def _one(
+    def _quarantine(
         self,
         store: TicketStore,
         mailbox: str,
         uidvalidity: int,
         fetched: FetchedMail,
-        mail: ParsedMail | BaseException,
+        error: str,
         now: datetime,
         stats: IngestStats,
     ) -> None:
-        if isinstance(mail, BaseException):
-            error = f"cannot parse: {_describe(mail)}"
-        else:
-            try:
-                with store.savepoint():
-                    self._store(store, mailbox, uidvalidity, fetched, mail, now, stats)
-                return
-            except Exception as exc:  # one bad message never stops the desk
-                log.exception("%s UID %d: processing failed", mailbox, fetched.uid)
-                error = f"cannot process: {_describe(exc)}"
         log.warning("%s UID %d quarantined: %s", mailbox, fetched.uid, error)
         store.quarantine(fetched, mailbox=mailbox, uidvalidity=uidvalidity, error=error, now=now)
         stats.quarantined += 1
 
-    def _store(
+    def _apply(
         self,
         store: TicketStore,
         mailbox: str,
         uidvalidity: int,
-        fetched: FetchedMail,
-        mail: ParsedMail,
+        items: list[tuple[FetchedMail, ParsedMail]],
         now: datetime,
-        stats: IngestStats,
-    ) -> int:
-        key = dedup_key(mail, fetched.raw)
-        existing = store.find_delivery(mailbox, key)
-        if existing is not None:
-            store.record_duplicate(existing, mailbox, uidvalidity, fetched.uid, now)
-            stats.duplicates += 1
-            return existing
-        row_id = self.file_message(store, mailbox, uidvalidity, fetched, mail, key, now, stats)
-        stats.stored += 1
-        return row_id
+    ) -> tuple[IngestStats, list[int]]:
+        """Thread and store a chunk of parsed messages; raises if any of it fails.
+
+        Returns the statistics and the row ids of the messages stored, in order.
+        """
+        stats = IngestStats()
+        if not items:
+            return stats, []
+        keys = [dedup_key(mail, fetched.raw) for fetched, mail in items]
+        plan = ChunkPlan.prepare(store, mailbox, uidvalidity, now, [m for _, m in items], keys)
+        for (fetched, mail), key in zip(items, keys, strict=True):
+            original = plan.duplicate_of(key)
+            if original is not None:
+                plan.duplicates.append((original, fetched))
+                stats.duplicates += 1
+            else:
+                self.file_message(plan, fetched, mail, key)
+                stats.stored += 1
+        stats.ticket_numbers, row_ids = plan.flush()
+        stats.new_tickets = len(stats.ticket_numbers)
+        return stats, row_ids
 
     def replay(self, item_id: int) -> int:
         """Process a quarantined message again; returns the message row it became."""
@@ -174,62 +217,107 @@ class Ingestor:
                     f"quarantine item {item_id} still cannot be parsed: {_describe(mail)}"
                 )
             now = self.clock()
-            stats = IngestStats()
-            row_id = self._store(
-                store, item.mailbox, item.uidvalidity, item.fetched, mail, now, stats
+            stats, row_ids = self._apply(
+                store, item.mailbox, item.uidvalidity, [(item.fetched, mail)], now
             )
-            store.mark_replayed(item_id, row_id, now)
+            if not stats.stored:
+                raise SupportdError(
+                    f"quarantine item {item_id} is a duplicate of a stored message; "
+                    "nothing to replay"
+                )
+            store.mark_replayed(item_id, row_ids[0], now)
             store.commit()
-        return row_id
+        return row_ids[0]
 
     def file_message(
-        self,
-        store: TicketStore,
-        mailbox: str,
-        uidvalidity: int,
-        fetched: FetchedMail,
-        mail: ParsedMail,
-        key: str,
-        now: datetime,
-        stats: IngestStats,
+        self, plan: ChunkPlan, fetched: FetchedMail, mail: ParsedMail, key: str
     ) -> int:
-        """Thread `mail` onto a ticket (or open one) and store it; returns the message row id."""
+        """Thread `mail` onto a ticket (or open one) in the plan; returns its number."""
         refs = mail.thread_references()
-        known = store.tickets_for_message_ids(refs) if refs else {}
+        known = {r: plan.ticket_of_id[r] for r in refs if r in plan.ticket_of_id}
         related = None
         if not known:  # out of order: a reply to this mail, or a sibling, arrived first
             own = (mail.message_id,) if mail.message_id else ()
-            by_parent = store.tickets_by_parent((*own, *refs))
-            related = next((by_parent[m] for m in (*own, *refs) if m in by_parent), None)
-        decision = decide(mail, self.desk.product, known, store.participants, related)
+            related = next(
+                (plan.ticket_of_parent[m] for m in (*own, *refs) if m in plan.ticket_of_parent),
+                None,
+            )
+        decision = decide(mail, self.desk.product, known, plan.members, related)
         sender = mail.sender.email if mail.sender else ""
         if decision.ticket is None:
-            ticket = store.create_ticket(
-                subject=strip_tag(mail.subject, self.desk.product) or "(no subject)",
-                requester=sender,
-                requester_name=mail.sender.name if mail.sender else "",
-                created_at=fetched.internaldate,
+            ticket = plan.open_ticket(
+                strip_tag(mail.subject, self.desk.product) or "(no subject)",
+                sender,
+                mail.sender.name if mail.sender else "",
+                fetched.internaldate,
             )
             requester = sender
-            stats.new_tickets += 1
-            stats.ticket_numbers.append(ticket)
         else:
             ticket = decision.ticket
-            requester = store.requester(ticket)
-        store.add_participants(
+            requester = plan.requester(ticket)
+        plan.add_members(
             ticket, new_participants(mail, requester, self.desk.own_addresses), requester
         )
         kind = "agent" if sender in self.desk.agents else "customer"
-        row_id = store.add_incoming(
+        automatic = automatic_reason(mail)
+        plan.add_message(
             ticket,
+            message_row(
+                mail,
+                fetched,
+                kind=kind,
+                automatic=automatic,
+                mailbox=plan.mailbox,
+                uidvalidity=plan.uidvalidity,
+                dedup_key=key,
+                now=plan.now,
+            ),
             mail,
-            kind=kind,
-            automatic=automatic_reason(mail),
-            fetched=fetched,
-            mailbox=mailbox,
-            uidvalidity=uidvalidity,
-            dedup_key=key,
-            now=now,
+            key,
+            reopen=kind == "customer" and not automatic,
         )
-        log.debug("%s UID %d -> ticket %d (%s)", mailbox, fetched.uid, ticket, decision.reason)
-        return row_id
+        log.debug("%s UID %d -> ticket %d (%s)", plan.mailbox, fetched.uid, ticket, decision.reason)
+        return ticket
+
+
+def _addresses(addresses: tuple[Address, ...]) -> str:
+    return ", ".join(str(a) for a in addresses)
+
+
+def message_row(
+    mail: ParsedMail,
+    fetched: FetchedMail,
+    *,
+    kind: str,
+    automatic: str,
+    mailbox: str,
+    uidvalidity: int,
+    dedup_key: str,
+    now: datetime,
+) -> dict[str, object]:
+    """The stored form of an incoming message (column name to value)."""
+    return {
+        "direction": "in",
+        "kind": kind,
+        "from_addr": mail.sender.email if mail.sender else "",
+        "from_name": mail.sender.name if mail.sender else "",
+        "to_addrs": _addresses(mail.to),
+        "cc_addrs": _addresses(mail.cc),
+        "subject": mail.subject,
+        "message_id": mail.message_id,
+        "in_reply_to": " ".join(mail.in_reply_to),
+        "parent_message_id": next(iter(mail.thread_references()), None),
+        "references": " ".join(mail.references),
+        "date": fetched.internaldate,
+        "header_date": mail.date_header,
+        "text": mail.text,
+        "mailbox": mailbox,
+        "uidvalidity": uidvalidity,
+        "uid": fetched.uid,
+        "dedup_key": dedup_key,
+        "automatic": automatic[:200],
+        "defects": " ".join(mail.defects)[:2000],
+        "size": len(fetched.raw),
+        "raw": fetched.raw,
+        "created_at": now,
+    }

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from supportd.domain.mail import Cursor, FetchedMail, ParsedMail, QuarantinedMail
+from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
 
 __all__ = ["Cursor", "FetchedMail", "MailSource", "TicketStore", "UnitOfWorkFactory"]
 
@@ -43,11 +43,8 @@ class TicketStore(Protocol):
 
     def set_cursor(self, mailbox: str, cursor: Cursor, now: datetime) -> None: ...
 
-    def find_delivery(self, mailbox: str, dedup_key: str) -> int | None: ...
-
-    def record_duplicate(
-        self, row_id: int, mailbox: str, uidvalidity: int, uid: int, now: datetime
-    ) -> None: ...
+    def find_deliveries(self, mailbox: str, dedup_keys: Sequence[str]) -> dict[str, int]:
+        """Stored message rows by delivery identity (dedup key)."""
 
     def tickets_for_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]: ...
 
@@ -58,25 +55,18 @@ class TicketStore(Protocol):
 
     def requester(self, ticket: int) -> str: ...
 
-    def create_ticket(
-        self, *, subject: str, requester: str, requester_name: str, created_at: datetime
-    ) -> int: ...
+    def insert_tickets(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
+        """Insert tickets; their numbers, in the order given."""
 
-    def add_participants(self, ticket: int, addresses: frozenset[str], requester: str) -> None: ...
+    def insert_messages(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
+        """Insert message rows; their ids, in the order given."""
 
-    def add_incoming(
-        self,
-        ticket: int,
-        mail: ParsedMail,
-        *,
-        kind: str,
-        automatic: str,
-        fetched: FetchedMail,
-        mailbox: str,
-        uidvalidity: int,
-        dedup_key: str,
-        now: datetime,
-    ) -> int: ...
+    def insert_participants(self, rows: Sequence[Mapping[str, object]]) -> None: ...
+
+    def insert_duplicates(self, rows: Sequence[Mapping[str, object]]) -> None: ...
+
+    def touch_tickets(self, changes: Sequence[tuple[int, int, bool]], now: datetime) -> None:
+        """For (ticket, new messages, reopen): bump the count and updated_at, reopen if asked."""
 
     def quarantine(
         self, fetched: FetchedMail, *, mailbox: str, uidvalidity: int, error: str, now: datetime

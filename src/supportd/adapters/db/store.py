@@ -7,11 +7,12 @@ cache-key work cost more than SQLite itself).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
 
 from supportd.adapters.db.models import (
     DuplicateDelivery,
@@ -21,14 +22,14 @@ from supportd.adapters.db.models import (
     QuarantineItem,
     Ticket,
 )
-from supportd.domain.mail import Address, Cursor, FetchedMail, ParsedMail, QuarantinedMail
+from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
 
-_tickets = Ticket.__table__
-_messages = MessageRow.__table__
-_participants = Participant.__table__
-_mailboxes = MailboxState.__table__
-_quarantine = QuarantineItem.__table__
-_duplicates = DuplicateDelivery.__table__
+_tickets = cast(Table, Ticket.__table__)
+_messages = cast(Table, MessageRow.__table__)
+_participants = cast(Table, Participant.__table__)
+_mailboxes = cast(Table, MailboxState.__table__)
+_quarantine = cast(Table, QuarantineItem.__table__)
+_duplicates = cast(Table, DuplicateDelivery.__table__)
 
 _GET_CURSOR = select(_mailboxes.c.uidvalidity, _mailboxes.c.last_uid).where(
     _mailboxes.c.mailbox == bindparam("mb")
@@ -42,13 +43,14 @@ _UPDATE_CURSOR = (
         updated_at=bindparam("updated_at"),
     )
 )
-_FIND_DELIVERY = (
-    select(_messages.c.id)
-    .where(_messages.c.mailbox == bindparam("mb"), _messages.c.dedup_key == bindparam("key"))
-    .limit(1)
+_FIND_DELIVERIES = select(_messages.c.dedup_key, _messages.c.id).where(
+    _messages.c.mailbox == bindparam("mb"),
+    _messages.c.dedup_key.in_(bindparam("keys", expanding=True)),
 )
-_TICKETS_FOR_IDS = select(_messages.c.message_id, _messages.c.ticket_number).where(
-    _messages.c.message_id.in_(bindparam("ids", expanding=True))
+_TICKETS_FOR_IDS = (
+    select(_messages.c.message_id, _messages.c.ticket_number)
+    .where(_messages.c.message_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_messages.c.id)
 )
 _TICKETS_BY_PARENT = (
     select(_messages.c.parent_message_id, _messages.c.ticket_number)
@@ -59,27 +61,24 @@ _PARTICIPANTS = select(_participants.c.address).where(
     _participants.c.ticket_number == bindparam("ticket")
 )
 _REQUESTER = select(_tickets.c.requester).where(_tickets.c.number == bindparam("ticket"))
-_CREATE_TICKET = insert(_tickets).returning(_tickets.c.number)
-_INSERT_MESSAGE = insert(_messages).returning(_messages.c.id)
+# RETURNING in parameter order: one statement for a whole batch (insertmanyvalues).
+_INSERT_TICKETS = insert(_tickets).returning(_tickets.c.number, sort_by_parameter_order=True)
+_INSERT_MESSAGES = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
 _TOUCH_TICKET = (
-    update(_tickets)
-    .where(_tickets.c.number == bindparam("ticket"))
-    .values(updated_at=bindparam("updated_at"), message_count=_tickets.c.message_count + 1)
-)
-_REOPEN_TICKET = (
     update(_tickets)
     .where(_tickets.c.number == bindparam("ticket"))
     .values(
         updated_at=bindparam("updated_at"),
-        message_count=_tickets.c.message_count + 1,
-        status="open",
+        message_count=_tickets.c.message_count + bindparam("n"),
     )
 )
+_REOPEN_TICKET = _TOUCH_TICKET.values(status="open")
 _INSERT_QUARANTINE = insert(_quarantine).returning(_quarantine.c.id)
 
 
-def _addrs(addresses: Sequence[Address]) -> str:
-    return ", ".join(str(a) for a in addresses)
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 class SqlTicketStore:
@@ -97,34 +96,26 @@ class SqlTicketStore:
         if self.conn.execute(_UPDATE_CURSOR, {"mb": mailbox, **values}).rowcount == 0:
             self.conn.execute(insert(_mailboxes), {"mailbox": mailbox, **values})
 
-    def find_delivery(self, mailbox: str, dedup_key: str) -> int | None:
-        return self.conn.execute(_FIND_DELIVERY, {"mb": mailbox, "key": dedup_key}).scalar()
-
-    def record_duplicate(
-        self, row_id: int, mailbox: str, uidvalidity: int, uid: int, now: datetime
-    ) -> None:
-        self.conn.execute(
-            insert(_duplicates),
-            {
-                "message_row_id": row_id,
-                "mailbox": mailbox,
-                "uidvalidity": uidvalidity,
-                "uid": uid,
-                "created_at": now,
-            },
-        )
+    def find_deliveries(self, mailbox: str, dedup_keys: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for chunk in _chunks(sorted(set(dedup_keys))):
+            rows = self.conn.execute(_FIND_DELIVERIES, {"mb": mailbox, "keys": chunk})
+            found.update({key: row_id for key, row_id in rows})
+        return found
 
     def tickets_for_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]:
-        if not message_ids:
-            return {}
-        rows = self.conn.execute(_TICKETS_FOR_IDS, {"ids": list(message_ids)})
-        return {mid: number for mid, number in rows if mid is not None}
+        found: dict[str, int] = {}
+        for chunk in _chunks(list(message_ids)):
+            for mid, number in self.conn.execute(_TICKETS_FOR_IDS, {"ids": chunk}):
+                found.setdefault(mid, number)
+        return found
 
     def tickets_by_parent(self, message_ids: Sequence[str]) -> dict[str, int]:
-        if not message_ids:
-            return {}
-        rows = self.conn.execute(_TICKETS_BY_PARENT, {"ids": list(message_ids)})
-        return {parent: number for parent, number in rows if parent is not None}
+        found: dict[str, int] = {}
+        for chunk in _chunks(list(message_ids)):
+            for parent, number in self.conn.execute(_TICKETS_BY_PARENT, {"ids": chunk}):
+                found.setdefault(parent, number)
+        return found
 
     def participants(self, ticket: int) -> frozenset[str]:
         return frozenset(self.conn.execute(_PARTICIPANTS, {"ticket": ticket}).scalars())
@@ -132,91 +123,35 @@ class SqlTicketStore:
     def requester(self, ticket: int) -> str:
         return str(self.conn.execute(_REQUESTER, {"ticket": ticket}).scalar_one())
 
-    def create_ticket(
-        self, *, subject: str, requester: str, requester_name: str, created_at: datetime
-    ) -> int:
-        result = self.conn.execute(
-            _CREATE_TICKET,
-            {
-                "subject": subject,
-                "requester": requester,
-                "requester_name": requester_name,
-                "status": "open",
-                "category": "other",
-                "created_at": created_at,
-                "updated_at": created_at,
-                "escalation_level": 0,
-                "message_count": 0,
-            },
-        )
-        return int(result.scalar_one())
+    def insert_tickets(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
+        if not rows:
+            return []
+        result = self.conn.execute(_INSERT_TICKETS, list(rows))
+        return [int(n) for n in result.scalars()]
 
-    def add_participants(self, ticket: int, addresses: frozenset[str], requester: str) -> None:
-        if not addresses:
-            return
-        new = addresses - self.participants(ticket)
-        if new:
-            self.conn.execute(
-                insert(_participants),
-                [
-                    {
-                        "ticket_number": ticket,
-                        "address": a,
-                        "role": "requester" if a == requester else "cc",
-                    }
-                    for a in sorted(new)
-                ],
-            )
+    def insert_messages(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
+        if not rows:
+            return []
+        result = self.conn.execute(_INSERT_MESSAGES, list(rows))
+        return [int(n) for n in result.scalars()]
 
-    def add_incoming(
-        self,
-        ticket: int,
-        mail: ParsedMail,
-        *,
-        kind: str,
-        automatic: str,
-        fetched: FetchedMail,
-        mailbox: str,
-        uidvalidity: int,
-        dedup_key: str,
-        now: datetime,
-    ) -> int:
-        result = self.conn.execute(
-            _INSERT_MESSAGE,
-            {
-                "ticket_number": ticket,
-                "direction": "in",
-                "kind": kind,
-                "from_addr": mail.sender.email if mail.sender else "",
-                "from_name": mail.sender.name if mail.sender else "",
-                "to_addrs": _addrs(mail.to),
-                "cc_addrs": _addrs(mail.cc),
-                "subject": mail.subject,
-                "message_id": mail.message_id,
-                "in_reply_to": " ".join(mail.in_reply_to),
-                "parent_message_id": next(iter(mail.thread_references()), None),
-                "references": " ".join(mail.references),
-                "date": fetched.internaldate,
-                "header_date": mail.date_header,
-                "text": mail.text,
-                "mailbox": mailbox,
-                "uidvalidity": uidvalidity,
-                "uid": fetched.uid,
-                "dedup_key": dedup_key,
-                "automatic": automatic[:200],
-                "defects": " ".join(mail.defects)[:2000],
-                "size": len(fetched.raw),
-                "raw": fetched.raw,
-                "created_at": now,
-            },
-        )
-        # A customer writing again puts the ticket back in the queue.
-        reopen = kind == "customer" and not automatic
-        self.conn.execute(
-            _REOPEN_TICKET if reopen else _TOUCH_TICKET,
-            {"ticket": ticket, "updated_at": max(fetched.internaldate, now)},
-        )
-        return int(result.scalar_one())
+    def insert_participants(self, rows: Sequence[Mapping[str, object]]) -> None:
+        if rows:
+            self.conn.execute(insert(_participants), list(rows))
+
+    def insert_duplicates(self, rows: Sequence[Mapping[str, object]]) -> None:
+        if rows:
+            self.conn.execute(insert(_duplicates), list(rows))
+
+    def touch_tickets(self, changes: Sequence[tuple[int, int, bool]], now: datetime) -> None:
+        for reopen, statement in ((True, _REOPEN_TICKET), (False, _TOUCH_TICKET)):
+            params = [
+                {"ticket": ticket, "n": count, "updated_at": now}
+                for ticket, count, flag in changes
+                if flag is reopen
+            ]
+            if params:
+                self.conn.execute(statement, params)
 
     def quarantine(
         self, fetched: FetchedMail, *, mailbox: str, uidvalidity: int, error: str, now: datetime

@@ -1,0 +1,173 @@
+"""A chunk of incoming mail planned in memory, then written with a few bulk statements.
+
+Threading needs to see the messages of the same chunk (a follow-up right behind its
+question), so the plan keeps the lookups the database gave it and adds what the chunk
+creates. New tickets get negative placeholder numbers until the flush inserts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from supportd.domain.mail import FetchedMail, ParsedMail
+from supportd.services.ports import TicketStore
+
+
+@dataclass
+class NewTicket:
+    placeholder: int
+    subject: str
+    requester: str
+    requester_name: str
+    created_at: datetime
+    message_count: int = 0
+
+
+@dataclass
+class Touch:
+    """What a chunk does to an existing ticket."""
+
+    count: int = 0
+    reopen: bool = False
+
+
+@dataclass
+class ChunkPlan:
+    """Lookups for a chunk of messages, and the rows it will write."""
+
+    store: TicketStore
+    mailbox: str
+    uidvalidity: int
+    now: datetime
+    stored_keys: dict[str, int]
+    ticket_of_id: dict[str, int]
+    ticket_of_parent: dict[str, int]
+    new_tickets: list[NewTicket] = field(default_factory=list)
+    touched: dict[int, Touch] = field(default_factory=dict)
+    messages: list[dict[str, object]] = field(default_factory=list)
+    duplicates: list[tuple[int | str, FetchedMail]] = field(default_factory=list)
+    participants: list[tuple[int, str, str]] = field(default_factory=list)
+    batch_keys: dict[str, int] = field(default_factory=dict)
+    _members: dict[int, set[str]] = field(default_factory=dict)
+    _requesters: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(
+        cls,
+        store: TicketStore,
+        mailbox: str,
+        uidvalidity: int,
+        now: datetime,
+        mails: Sequence[ParsedMail],
+        keys: Sequence[str],
+    ) -> ChunkPlan:
+        refs = {r for m in mails for r in m.thread_references()}
+        own = {m.message_id for m in mails if m.message_id}
+        return cls(
+            store=store,
+            mailbox=mailbox,
+            uidvalidity=uidvalidity,
+            now=now,
+            stored_keys=store.find_deliveries(mailbox, list(keys)),
+            ticket_of_id=store.tickets_for_message_ids(sorted(refs)),
+            ticket_of_parent=store.tickets_by_parent(sorted(refs | own)),
+        )
+
+    def members(self, ticket: int) -> frozenset[str]:
+        if ticket not in self._members:
+            self._members[ticket] = set() if ticket < 0 else set(self.store.participants(ticket))
+        return frozenset(self._members[ticket])
+
+    def requester(self, ticket: int) -> str:
+        if ticket not in self._requesters:
+            self._requesters[ticket] = self.store.requester(ticket)
+        return self._requesters[ticket]
+
+    def open_ticket(self, subject: str, requester: str, name: str, created_at: datetime) -> int:
+        placeholder = -(len(self.new_tickets) + 1)
+        self.new_tickets.append(NewTicket(placeholder, subject, requester, name, created_at))
+        self._members[placeholder] = set()
+        self._requesters[placeholder] = requester
+        return placeholder
+
+    def add_members(self, ticket: int, addresses: frozenset[str], requester: str) -> None:
+        known = self._members.setdefault(ticket, set(self.members(ticket)))
+        for address in sorted(addresses - known):
+            self.participants.append(
+                (ticket, address, "requester" if address == requester else "cc")
+            )
+            known.add(address)
+
+    def add_message(
+        self, ticket: int, row: dict[str, object], mail: ParsedMail, key: str, reopen: bool
+    ) -> None:
+        self.batch_keys[key] = len(self.messages)
+        self.messages.append({**row, "ticket_number": ticket})
+        if mail.message_id:
+            self.ticket_of_id.setdefault(mail.message_id, ticket)
+        parents = mail.thread_references()
+        if parents:
+            self.ticket_of_parent[parents[0]] = ticket
+        if ticket < 0:
+            self.new_tickets[-ticket - 1].message_count += 1
+        else:
+            touch = self.touched.setdefault(ticket, Touch())
+            touch.count += 1
+            touch.reopen = touch.reopen or reopen
+
+    def duplicate_of(self, key: str) -> int | str | None:
+        """Row id of a stored delivery, or the key of one earlier in this chunk."""
+        if key in self.stored_keys:
+            return self.stored_keys[key]
+        if key in self.batch_keys:
+            return key
+        return None
+
+    def flush(self) -> tuple[list[int], list[int]]:
+        """Write the plan; returns the numbers of the tickets it opened and the message rows."""
+        numbers = self.store.insert_tickets(
+            [
+                {
+                    "subject": t.subject,
+                    "requester": t.requester,
+                    "requester_name": t.requester_name,
+                    "status": "open",
+                    "category": "other",
+                    "created_at": t.created_at,
+                    "updated_at": max(t.created_at, self.now),
+                    "escalation_level": 0,
+                    "message_count": t.message_count,
+                }
+                for t in self.new_tickets
+            ]
+        )
+
+        def real(ticket: int) -> int:
+            return numbers[-ticket - 1] if ticket < 0 else ticket
+
+        for row in self.messages:
+            row["ticket_number"] = real(row["ticket_number"])  # type: ignore[arg-type]
+        row_ids = self.store.insert_messages(self.messages)
+        self.store.insert_participants(
+            [{"ticket_number": real(t), "address": a, "role": r} for t, a, r in self.participants]
+        )
+        self.store.insert_duplicates(
+            [
+                {
+                    "message_row_id": row_ids[self.batch_keys[ref]]
+                    if isinstance(ref, str)
+                    else ref,
+                    "mailbox": self.mailbox,
+                    "uidvalidity": self.uidvalidity,
+                    "uid": fetched.uid,
+                    "created_at": self.now,
+                }
+                for ref, fetched in self.duplicates
+            ]
+        )
+        self.store.touch_tickets(
+            [(number, t.count, t.reopen) for number, t in self.touched.items()], self.now
+        )
+        return numbers, row_ids
