@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
-from supportd.adapters import mailparse
 from supportd.adapters.db import schema
 from supportd.adapters.db.engine import make_engine
 from supportd.adapters.db.store import unit_of_work
 from supportd.adapters.imap import ImapSource
+from supportd.adapters.parsepool import ParsePool, parse_serial
 from supportd.config import Settings
-from supportd.domain.mail import ParsedMail
 from supportd.services.ingest import DeskIdentity, Ingestor
 
 
@@ -23,27 +22,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def parse_serial(raws: Sequence[bytes]) -> list[ParsedMail | BaseException]:
-    """Parse each message; a failure is returned in its place, never raised."""
-    results: list[ParsedMail | BaseException] = []
-    for raw in raws:
-        try:
-            results.append(mailparse.parse(raw))
-        except Exception as exc:
-            results.append(exc)
-    return results
-
-
 @dataclass
 class Desk:
     settings: Settings
     engine: Engine
     ingestor: Ingestor
+    parse_pool: ParsePool | None = None
 
     def make_source(self) -> ImapSource:
         return ImapSource(self.settings.imap)
 
     def close(self) -> None:
+        if self.parse_pool is not None:
+            self.parse_pool.close()
         self.engine.dispose()
 
 
@@ -62,8 +53,18 @@ def build_desk(
         address=settings.support.address,
         agents=frozenset(settings.support.agents),
     )
-    ingestor = Ingestor(unit_of_work(engine), desk_identity, parse_serial, utcnow)
-    return Desk(settings=settings, engine=engine, ingestor=ingestor)
+    workers = settings.imap.parse_workers
+    if workers is None:
+        workers = 1 if (os.cpu_count() or 1) > 1 else 0
+    pool = ParsePool(workers) if workers > 0 else None
+    ingestor = Ingestor(
+        unit_of_work(engine),
+        desk_identity,
+        parse_serial,
+        utcnow,
+        parse_async=pool.parse_async if pool else None,
+    )
+    return Desk(settings=settings, engine=engine, ingestor=ingestor, parse_pool=pool)
 
 
 def configure_logging(level: str) -> None:

@@ -60,6 +60,8 @@ class ImapSettings(_Section):
     ca_file: str = ""
     tls_verify: bool = True
     max_backoff: float = Field(default=300.0, gt=0)
+    # Processes that parse mail beside the main one (None: 1 when there are 2+ cores).
+    parse_workers: int | None = Field(default=None, ge=0, le=8)
 
     @property
     def effective_port(self) -> int:

@@ -52,3 +52,9 @@ def test_unmigrated_database_is_refused(sqlite_url: str) -> None:
     with pytest.raises(SchemaError, match="supportd migrate"):
         schema.require_current(engine)
     engine.dispose()
+
+
+def test_schema_head_constant_matches_the_migrations(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    assert schema.HEAD == schema.head_revision(engine)
+    engine.dispose()

@@ -23,6 +23,8 @@ from supportd.services.ports import Clock, MailSource, TicketStore, UnitOfWorkFa
 log = logging.getLogger(__name__)
 
 ParseMany = Callable[[Sequence[bytes]], list["ParsedMail | BaseException"]]
+# Starts parsing a batch and returns a callable that waits for the result.
+ParseAsync = Callable[[Sequence[bytes]], Callable[[], list["ParsedMail | BaseException"]]]
 
 
 @dataclass
@@ -71,11 +73,13 @@ class Ingestor:
         desk: DeskIdentity,
         parse_many: ParseMany,
         clock: Clock,
+        parse_async: ParseAsync | None = None,
     ) -> None:
         self.uow = uow
         self.desk = desk
         self.parse_many = parse_many
         self.clock = clock
+        self.parse_async = parse_async
 
     def drain(self, source: MailSource, stop: threading.Event | None = None) -> IngestStats:
         """Read every message after the cursor; commit batch by batch; archive if configured."""
@@ -96,16 +100,41 @@ class Ingestor:
         uids = source.uids_after(last_uid)
         if uids:
             log.info("%s: %d new message(s) after UID %d", source.key, len(uids), last_uid)
+        # A pipeline: batch k is parsed (on the second core, with parse_async) while batch
+        # k-1 is stored and batch k+1 fetched. Batches still commit one by one, in order.
+        pending: tuple[list[FetchedMail], Callable[[], list[ParsedMail | BaseException]]] | None
+        pending = None
         for batch in source.fetch(uids):
-            stats.add(self.ingest_batch(source.key, uidvalidity, batch))
-            last_uid = batch[-1].uid
-            if stop is not None and stop.is_set():
-                break
+            started = self._start_parse(batch)
+            if pending is not None:
+                stats.add(self.ingest_batch(source.key, uidvalidity, pending[0], pending[1]()))
+                last_uid = pending[0][-1].uid
+                if stop is not None and stop.is_set():
+                    pending = None
+                    break
+            pending = (batch, started)
+        if pending is not None:
+            stats.add(self.ingest_batch(source.key, uidvalidity, pending[0], pending[1]()))
+            last_uid = pending[0][-1].uid
         if last_uid:
             stats.archived = source.archive(last_uid)
         return stats
 
-    def ingest_batch(self, mailbox: str, uidvalidity: int, batch: list[FetchedMail]) -> IngestStats:
+    def _start_parse(
+        self, batch: list[FetchedMail]
+    ) -> Callable[[], list[ParsedMail | BaseException]]:
+        raws = [m.raw for m in batch]
+        if self.parse_async is not None:
+            return self.parse_async(raws)
+        return lambda: self.parse_many(raws)
+
+    def ingest_batch(
+        self,
+        mailbox: str,
+        uidvalidity: int,
+        batch: list[FetchedMail],
+        parsed: list[ParsedMail | BaseException] | None = None,
+    ) -> IngestStats:
         """Store one FETCH batch and advance the cursor, all in one transaction.
 
         The batch is planned and written in bulk inside a SAVEPOINT; if that fails, each
@@ -113,7 +142,8 @@ class Ingestor:
         quarantine with its error.
         """
         stats = IngestStats(batches=1)
-        parsed = self.parse_many([m.raw for m in batch])
+        if parsed is None:
+            parsed = self.parse_many([m.raw for m in batch])
         now = self.clock()
         with self.uow() as store:
             good: list[tuple[FetchedMail, ParsedMail]] = []

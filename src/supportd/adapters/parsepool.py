@@ -1,0 +1,86 @@
+"""Parsing on the second core: a one-worker process pool that parses batch k while the
+main process stores batch k-1 and fetches batch k+1.
+
+A crashed worker costs nothing but time: the batch is parsed in-process instead and a
+fresh worker is started for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from supportd.adapters import mailparse
+from supportd.domain.mail import ParsedMail
+
+log = logging.getLogger(__name__)
+
+Parsed = list[ParsedMail | BaseException]
+
+
+class ParseFailure(Exception):
+    """Why a message could not be parsed (picklable, unlike some library exceptions)."""
+
+
+def parse_serial(raws: Sequence[bytes]) -> Parsed:
+    """Parse each message; a failure is returned in its place, never raised."""
+    results: Parsed = []
+    for raw in raws:
+        try:
+            results.append(mailparse.parse(raw))
+        except Exception as exc:
+            results.append(ParseFailure(f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+class ParsePool:
+    """parse_async(raws) returns a callable that waits for the parsed batch."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: the daemon has threads (scheduler) and sockets that must not be forked
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        return self._pool
+
+    def parse_async(self, raws: Sequence[bytes]) -> Callable[[], Parsed]:
+        batch = list(raws)
+        try:
+            future: Future[Parsed] | None = self._executor().submit(parse_serial, batch)
+        except (BrokenProcessPool, RuntimeError):
+            self._reset()
+            future = None
+
+        def result() -> Parsed:
+            if future is not None:
+                try:
+                    return future.result()
+                except BrokenProcessPool:
+                    log.warning("parse worker died; parsing this batch in-process")
+                    self._reset()
+            return parse_serial(batch)
+
+        return result
+
+    def _reset(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def parse_now(raws: Sequence[bytes]) -> Callable[[], Parsed]:
+    """The in-process variant of ParsePool.parse_async (one core, tests, replay)."""
+    results = parse_serial(raws)
+    return lambda: results
