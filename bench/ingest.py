@@ -24,16 +24,43 @@ sys.path.insert(0, str(ROOT))
 
 from imapclient import IMAPClient  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
-
 from tests.conftest import PG_ADMIN_URL, desk_config, write_toml  # noqa: E402
 from tests.support.dovecot import Dovecot  # noqa: E402
 from tests.support.mail import make_mail  # noqa: E402
 
-WORDS = (
-    "install configure plugin invoice payroll employee leave report error page blank "
-    "database module update version license export import settings permission role "
-    "dashboard customer vendor account ledger attendance please help thanks regards"
-).split()
+WORDS = [
+    "install",
+    "configure",
+    "plugin",
+    "invoice",
+    "payroll",
+    "employee",
+    "leave",
+    "report",
+    "error",
+    "page",
+    "blank",
+    "database",
+    "module",
+    "update",
+    "version",
+    "license",
+    "export",
+    "import",
+    "settings",
+    "permission",
+    "role",
+    "dashboard",
+    "customer",
+    "vendor",
+    "account",
+    "ledger",
+    "attendance",
+    "please",
+    "help",
+    "thanks",
+    "regards",
+]
 
 
 def body_of(rng: random.Random, size: int) -> str:

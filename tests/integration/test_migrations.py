@@ -56,5 +56,5 @@ def test_unmigrated_database_is_refused(sqlite_url: str) -> None:
 
 def test_schema_head_constant_matches_the_migrations(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
-    assert schema.HEAD == schema.head_revision(engine)
+    assert schema.head_revision(engine) == schema.HEAD
     engine.dispose()
