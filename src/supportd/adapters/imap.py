@@ -97,9 +97,9 @@ class ImapSource:
             client.login(s.username, s.password)
         except imap_exc.LoginError as exc:
             _quiet_close(client)
-            detail = exc.args[0] if exc.args else exc
-            if isinstance(detail, bytes):
-                detail = detail.decode("utf-8", "replace")
+            detail = str(exc.args[0] if exc.args else exc)
+            if detail[:2] in ("b'", 'b"'):  # imapclient passes the server's bytes as repr
+                detail = detail[2:-1]
             raise LoginError(
                 f"IMAP login refused at {s.host}:{s.effective_port} for user {s.username}: {detail}"
             ) from None

@@ -95,7 +95,8 @@ class Runner:
         scheduler.start()
         self.notifier.notify("READY=1")
         watchdog = self._watchdog_interval()
-        backoff = 1.0
+        first_backoff = min(1.0, settings.max_backoff)
+        backoff = first_backoff
         try:
             while not self.stop.is_set():
                 started = time.monotonic()
@@ -110,7 +111,7 @@ class Runner:
                             stats.quarantined,
                             stats.new_tickets,
                         )
-                    backoff = 1.0
+                    backoff = first_backoff
                     self.notifier.notify("WATCHDOG=1")
                     self.notifier.notify(f"STATUS=idle; last cycle stored {stats.stored}")
                     if self.stop.is_set():
@@ -124,9 +125,9 @@ class Runner:
                     self.source.wait(wait, self.wake)
                 except (MailboxError, DBAPIError) as exc:
                     if isinstance(exc, LoginError):
-                        log.error("%s (retrying in %.0f s)", exc, backoff)
+                        log.error("%s (retrying in %.1f s)", exc, backoff)
                     else:
-                        log.error("%s (reconnecting in %.0f s)", exc, backoff)
+                        log.error("%s (reconnecting in %.1f s)", exc, backoff)
                     self.notifier.notify(f"STATUS=retrying: {str(exc)[:200]}")
                     self.source.close()
                     self.stop.wait(backoff)
