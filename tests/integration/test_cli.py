@@ -129,6 +129,7 @@ def test_quarantine_list_and_replay(config: Path, dovecot: Dovecot, account: Acc
     settings = load_settings(config)
     desk = build_desk(settings, engine=build_engine(settings))
     desk.ingestor.parse_many = lambda raws: [ValueError("unreadable") for _ in raws]
+    desk.ingestor.parse_async = None
     try:
         stats = Runner(desk).run_once()
     finally:
