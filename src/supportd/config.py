@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -70,6 +72,10 @@ class ImapSettings(_Section):
 
 class SmtpSettings(_Section):
     host: str = "localhost"
+    # Temporary failures (4xx, connection errors) are retried until this many seconds
+    # after the message was queued; then it is marked failed.
+    give_up_after: float = Field(default=2 * 24 * 3600, gt=0)
+    batch_size: int = Field(default=100, ge=1, le=10000)
     port: int | None = Field(default=None, ge=1, le=65535)
     security: Security = "starttls"
     username: str = ""
@@ -92,6 +98,25 @@ class SupportSettings(_Section):
     agents: list[str] = Field(default_factory=list)
     escalation: list[str] = Field(default_factory=list)
     secret_key: str = Field(min_length=16)
+    # Pre-sales and account mail gets a copy here (empty: no copy).
+    sales: str = ""
+    # Website form mailers: their mail is attributed to the customer in Reply-To or the body.
+    form_senders: list[str] = Field(default_factory=list)
+    contact_form_url: str = "https://example.com/contact"
+    faq_url: str = ""
+    customization_resources: list[str] = Field(default_factory=list)
+    autoreply_per_sender: int = Field(default=3, ge=0)
+    autoreply: bool = True
+    # Files that override the shipped defaults ("" = the defaults).
+    templates_dir: str = ""
+    faq_file: str = ""
+
+    @field_validator("sales")
+    @classmethod
+    def _sales(cls, value: str) -> str:
+        if value and "@" not in value:
+            raise ValueError(f"{value!r} is not an email address")
+        return value.strip().lower()
 
     @field_validator("address")
     @classmethod
@@ -100,7 +125,7 @@ class SupportSettings(_Section):
             raise ValueError("expected a bare address like support@example.com")
         return value.strip().lower()
 
-    @field_validator("agents", "escalation")
+    @field_validator("agents", "escalation", "form_senders")
     @classmethod
     def _addresses(cls, values: list[str]) -> list[str]:
         for value in values:
@@ -114,6 +139,63 @@ class SupportSettings(_Section):
         if not value.strip() or any(c in value for c in "[]#\r\n"):
             raise ValueError("expected a short product name without [, ] or #")
         return value.strip()
+
+
+class HoursSettings(_Section):
+    """Support hours (the policy: Saturday to Thursday, 10:00 to 18:00, Asia/Dhaka)."""
+
+    timezone: str = "Asia/Dhaka"
+    open_days: list[str] = Field(default_factory=lambda: ["sat", "sun", "mon", "tue", "wed", "thu"])
+    open: time = time(10, 0)
+    close: time = time(18, 0)
+    holidays_country: str = "BD"
+    holidays_subdivision: str = ""
+    closed_dates: list[date] = Field(default_factory=list)
+    extra_open_dates: list[date] = Field(default_factory=list)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (expected e.g. Asia/Dhaka)") from None
+        return value
+
+    @field_validator("open_days")
+    @classmethod
+    def _days(cls, values: list[str]) -> list[str]:
+        from supportd.domain.calendar import parse_days
+
+        parse_days(values)
+        return values
+
+    @model_validator(mode="after")
+    def _hours(self) -> HoursSettings:
+        if self.close <= self.open:
+            raise ValueError(f"close ({self.close}) must be after open ({self.open})")
+        return self
+
+
+class SlaSettings(_Section):
+    first_response_hours: float = Field(default=14.0, gt=0)
+    clock: Literal["business", "calendar"] = "business"
+
+
+class ClassificationSettings(_Section):
+    """Keyword rules per category; any category given here replaces the English default."""
+
+    rules: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("rules")
+    @classmethod
+    def _categories(cls, rules: dict[str, list[str]]) -> dict[str, list[str]]:
+        from supportd.domain.classify import CATEGORIES
+
+        for name in rules:
+            if name not in CATEGORIES:
+                raise ValueError(f"unknown category {name!r} (one of {', '.join(CATEGORIES)})")
+        return rules
 
 
 class LoggingSettings(_Section):
@@ -134,6 +216,9 @@ class Settings(BaseSettings):
     imap: ImapSettings
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
     support: SupportSettings
+    hours: HoursSettings = Field(default_factory=HoursSettings)
+    sla: SlaSettings = Field(default_factory=SlaSettings)
+    classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
 
