@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tests.support.dovecot import Account, Dovecot, unavailable_reason
+from tests.support.smtp import Sink, SmtpServer
 
 PG_ADMIN_URL = os.environ.get(
     "SUPPORTD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -36,6 +37,25 @@ def _dispose_desks() -> Iterator[None]:
     close_desks()
 
 
+SMTP_PORT = {"port": 2525}
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[SmtpServer]:
+    server = SmtpServer()
+    server.start()
+    SMTP_PORT["port"] = server.port
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp(smtp_server: SmtpServer) -> Sink:
+    """The SMTP sink every desk in the test sends to, emptied for the test."""
+    smtp_server.sink.reset()
+    return smtp_server.sink
+
+
 @pytest.fixture(scope="session")
 def dovecot() -> Iterator[Dovecot]:
     reason = unavailable_reason()
@@ -48,7 +68,8 @@ def dovecot() -> Iterator[Dovecot]:
 
 
 @pytest.fixture
-def account(dovecot: Dovecot) -> Account:
+def account(dovecot: Dovecot, smtp: Sink) -> Account:
+    """A fresh mailbox; every test with one also gets an empty SMTP sink to send to."""
     return dovecot.add_user()
 
 
@@ -115,7 +136,7 @@ def desk_config(
             "poll_interval": 0.5,
             "max_backoff": 2,
         },
-        "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none"},
+        "smtp": {"host": "127.0.0.1", "port": SMTP_PORT["port"], "security": "none"},
         "support": {
             "address": "support@desk.example",
             "name": "Desk Support",

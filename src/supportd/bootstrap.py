@@ -5,17 +5,29 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
+from supportd.adapters.compose import Composer, FaqIndex, defaults_dir
 from supportd.adapters.db import schema
 from supportd.adapters.db.engine import make_engine
+from supportd.adapters.db.outbox import outbox_unit_of_work
 from supportd.adapters.db.store import unit_of_work
 from supportd.adapters.imap import ImapSource
 from supportd.adapters.parsepool import ParsePool, parse_serial
-from supportd.config import Settings
-from supportd.services.ingest import DeskIdentity, Ingestor
+from supportd.adapters.smtp import SmtpTransport
+from supportd.config import HoursSettings, Settings
+from supportd.domain.acknowledgement import SupportHours
+from supportd.domain.calendar import BusinessCalendar, parse_days
+from supportd.domain.classify import rules_from
+from supportd.errors import ConfigError
+from supportd.services.ingest import DeskIdentity, Ingestor, ReplyPolicy
+from supportd.services.outbox import OutboxSender
+
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def utcnow() -> datetime:
@@ -27,6 +39,7 @@ class Desk:
     settings: Settings
     engine: Engine
     ingestor: Ingestor
+    outbox: OutboxSender
     parse_pool: ParsePool | None = None
 
     def make_source(self) -> ImapSource:
@@ -40,6 +53,93 @@ class Desk:
 
 def build_engine(settings: Settings) -> Engine:
     return make_engine(settings.database.url, echo=settings.database.echo)
+
+
+def build_calendar(hours: HoursSettings) -> BusinessCalendar:
+    """The business calendar, with the public holidays of the `holidays` package.
+
+    `holidays` is the maintained source of public holidays for 150+ countries (with
+    subdivisions); the dates are expanded lazily per year as the calendar asks.
+    """
+    import holidays
+
+    public: object = frozenset()
+    if hours.holidays_country:
+        try:
+            public = holidays.country_holidays(
+                hours.holidays_country, subdiv=hours.holidays_subdivision or None
+            )
+        except NotImplementedError:
+            raise ConfigError(
+                f"hours.holidays_country: no public holidays known for "
+                f"{hours.holidays_country!r} (expected an ISO 3166 code such as BD)"
+            ) from None
+    return BusinessCalendar(
+        timezone=ZoneInfo(hours.timezone),
+        open_days=parse_days(hours.open_days),
+        opens=hours.open,
+        closes=hours.close,
+        holidays=public,  # type: ignore[arg-type]
+        closed_dates=frozenset(hours.closed_dates),
+        extra_open_dates=frozenset(hours.extra_open_dates),
+    )
+
+
+def describe_hours(hours: HoursSettings) -> tuple[str, str, str]:
+    """("Saturday to Thursday", "10:00–18:00 Asia/Dhaka", "04:00–12:00 UTC")."""
+    days = sorted(parse_days(hours.open_days))
+    text = ", ".join(DAY_NAMES[d] for d in days)
+    for first in days:  # a run that may wrap the week, such as Saturday ... Thursday
+        run = [(first + i) % 7 for i in range(len(days))]
+        if len(days) > 2 and set(run) == set(days):
+            text = f"{DAY_NAMES[run[0]]} to {DAY_NAMES[run[-1]]}"
+            break
+    zone = ZoneInfo(hours.timezone)
+    sample = datetime.now(UTC).astimezone(zone).date()
+
+    def utc(t: time) -> str:
+        return datetime.combine(sample, t, zone).astimezone(UTC).strftime("%H:%M")
+
+    offset = datetime.combine(sample, hours.open, zone).utcoffset() or timedelta(0)
+    hours_offset = offset.total_seconds() / 3600
+    gmt = f"GMT{hours_offset:+g}"
+    local = f"{hours.open:%H:%M}–{hours.close:%H:%M} {hours.timezone} ({gmt})"
+    return text, local, f"{utc(hours.open)}–{utc(hours.close)} UTC"
+
+
+def build_replies(settings: Settings) -> ReplyPolicy:
+    support, hours = settings.support, settings.hours
+    days, local, utc = describe_hours(hours)
+    faq_path = Path(support.faq_file) if support.faq_file else defaults_dir() / "faq.toml"
+    if support.templates_dir and not Path(support.templates_dir).is_dir():
+        raise ConfigError(f"support.templates_dir: {support.templates_dir} is not a directory")
+    composer = Composer(
+        support_name=support.name,
+        support_address=support.address,
+        timezone=hours.timezone,
+        hours_days=days,
+        hours_local=local,
+        hours_utc=utc,
+        faq=FaqIndex.load(faq_path),
+        templates_dir=support.templates_dir,
+        sales_address=support.sales,
+    )
+    return ReplyPolicy(
+        calendar=build_calendar(hours),
+        response_hours=settings.sla.first_response_hours,
+        business_clock=settings.sla.clock == "business",
+        hours=SupportHours(hours.timezone, (days,), f"{hours.open:%H:%M}", f"{hours.close:%H:%M}"),
+        rules=rules_from(settings.classification.rules),
+        composer=composer,
+        secret=support.secret_key,
+        per_sender_limit=support.autoreply_per_sender,
+        enabled=support.autoreply,
+        form_senders=frozenset(support.form_senders),
+        sales=support.sales,
+        contact_form_url=support.contact_form_url,
+        faq_url=support.faq_url,
+        customization_resources=tuple(support.customization_resources),
+    )
 
 
 def build_desk(
@@ -63,8 +163,16 @@ def build_desk(
         parse_serial,
         utcnow,
         parse_async=pool.parse_async if pool else None,
+        replies=build_replies(settings),
     )
-    return Desk(settings=settings, engine=engine, ingestor=ingestor, parse_pool=pool)
+    outbox = OutboxSender(
+        outbox_unit_of_work(engine),
+        SmtpTransport(settings.smtp),
+        utcnow,
+        give_up_after=timedelta(seconds=settings.smtp.give_up_after),
+        batch_size=settings.smtp.batch_size,
+    )
+    return Desk(settings=settings, engine=engine, ingestor=ingestor, outbox=outbox, parse_pool=pool)
 
 
 def configure_logging(level: str) -> None:

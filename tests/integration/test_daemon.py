@@ -15,7 +15,7 @@ import pytest
 
 from supportd.entrypoints.daemon import Runner
 from tests.conftest import desk_config, write_toml
-from tests.support.desk import count, make_desk
+from tests.support.desk import incoming, make_desk
 from tests.support.dovecot import Account, Dovecot
 from tests.support.mail import make_mail
 
@@ -80,12 +80,11 @@ def test_daemon_recovers_after_login_starts_working(
         dovecot.deliver(account, make_mail())
         time.sleep(1)
         desk.settings.imap.password = right  # the operator fixes the credential
-        from supportd.adapters.db.models import MessageRow
 
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and count(desk.engine, MessageRow) == 0:
+        while time.monotonic() < deadline and incoming(desk.engine) == 0:
             time.sleep(0.1)
-        assert count(desk.engine, MessageRow) == 1
+        assert incoming(desk.engine) == 1
     finally:
         runner.request_stop()
         thread.join(15)

@@ -55,6 +55,13 @@ def count(engine: Engine, model: Any) -> int:
         return int(conn.execute(select(func.count()).select_from(model)).scalar_one())
 
 
+def incoming(engine: Engine) -> int:
+    """Messages stored from the mailbox (outgoing copies on tickets not counted)."""
+    with engine.connect() as conn:
+        query = select(func.count()).select_from(MessageRow).where(MessageRow.direction == "in")
+        return int(conn.execute(query).scalar_one())
+
+
 def tickets_and_messages(engine: Engine) -> tuple[int, int]:
     with engine.connect() as conn:
         t = conn.execute(select(func.count()).select_from(Ticket)).scalar_one()

@@ -67,8 +67,10 @@ def test_public_holiday_from_the_holidays_package() -> None:
 
 
 def test_closed_and_extra_open_dates() -> None:
-    cal = calendar(closed_dates=frozenset({date(2026, 11, 22)}),
-                   extra_open_dates=frozenset({date(2026, 11, 27)}))
+    cal = calendar(
+        closed_dates=frozenset({date(2026, 11, 22)}),
+        extra_open_dates=frozenset({date(2026, 11, 27)}),
+    )
     assert not cal.is_open(dhaka(2026, 11, 22, 12))  # a Sunday made closed
     assert cal.is_open(dhaka(2026, 11, 27, 12))  # a Friday made open
 

@@ -114,7 +114,9 @@ def parse_days(names: list[str]) -> frozenset[int]:
     return frozenset(days)
 
 
-def due_at(received: datetime, hours: float, calendar: BusinessCalendar, *, business: bool) -> datetime:
+def due_at(
+    received: datetime, hours: float, calendar: BusinessCalendar, *, business: bool
+) -> datetime:
     """When a first response is due for mail that reached the mailbox at `received`."""
     if business:
         return calendar.add(received, timedelta(hours=hours))

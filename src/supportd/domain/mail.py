@@ -19,6 +19,15 @@ class Address:
 
 
 @dataclass(frozen=True, slots=True)
+class Bounce:
+    """A delivery status notification: who failed, how badly, for which message."""
+
+    permanent: bool
+    recipients: tuple[str, ...]
+    original_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedMail:
     """The facts the desk needs from one message; every field has a safe empty value."""
 
@@ -38,6 +47,7 @@ class ParsedMail:
     return_path: str | None = None
     content_type: str = "text/plain"
     defects: tuple[str, ...] = ()
+    bounce: Bounce | None = None
 
     def thread_references(self) -> tuple[str, ...]:
         """Message-IDs this mail answers, the nearest parent first."""

@@ -224,6 +224,52 @@ def quarantine_replay(ctx: click.Context, item_id: int) -> None:
     click.echo(f"quarantine item {item_id} replayed: stored as message {row_id}")
 
 
+@cli.group()
+def outbox() -> None:
+    """Outgoing mail: acknowledgements and notifications."""
+
+
+@outbox.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--status", type=click.Choice(["pending", "sent", "failed"]), default=None)
+@click.pass_context
+def outbox_list(ctx: click.Context, as_json: bool, status: str | None) -> None:
+    """List outgoing mail, newest first."""
+    from supportd.adapters.db.views import list_outbox
+
+    rows = list_outbox(_engine(ctx), status)
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    _table(
+        rows,
+        [
+            ("id", "ID", 6),
+            ("ticket", "TICKET", 6),
+            ("kind", "KIND", 12),
+            ("status", "STATUS", 8),
+            ("attempts", "TRIES", 5),
+            ("to", "TO", 30),
+            ("last_error", "LAST ERROR", 50),
+        ],
+    )
+
+
+@outbox.command("retry")
+@click.argument("item_id", type=int)
+@click.pass_context
+def outbox_retry(ctx: click.Context, item_id: int) -> None:
+    """Queue a failed (or waiting) message again, now."""
+    from supportd.adapters.db.outbox import outbox_unit_of_work
+    from supportd.bootstrap import utcnow
+
+    with outbox_unit_of_work(_engine(ctx))() as store:
+        if not store.retry(item_id, utcnow()):
+            _fail(f"outbox item {item_id} does not exist or was already sent")
+        store.commit()
+    click.echo(f"outbox item {item_id} queued; the daemon sends it on its next cycle")
+
+
 @cli.command()
 @click.option("--keep", is_flag=True, help="Keep the temporary folder with the demo database.")
 def demo(keep: bool) -> None:

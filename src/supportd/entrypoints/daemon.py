@@ -24,6 +24,7 @@ from supportd.errors import LoginError, MailboxError
 from supportd.services.ingest import IngestStats
 
 log = logging.getLogger(__name__)
+PERIODIC_SECONDS = 15
 
 
 class _Notifier:
@@ -52,7 +53,8 @@ class Runner:
         self.wake = threading.Event()
         self.notifier = _Notifier()
         self.source = desk.make_source()
-        self.periodic: list[tuple[str, Callable[[], object]]] = []
+        # Periodic work besides polling: the outbox retries (and later the escalation scan).
+        self.periodic: list[tuple[str, Callable[[], object]]] = [("outbox", desk.outbox.send_due)]
 
     def run_periodic(self) -> None:
         for name, job in self.periodic:
@@ -62,7 +64,7 @@ class Runner:
                 log.exception("periodic job %s failed", name)
 
     def run_once(self) -> IngestStats:
-        """Drain all waiting mail, run the periodic work once, disconnect."""
+        """Drain all waiting mail, run the periodic work once (the outbox too), disconnect."""
         try:
             stats = self.desk.ingestor.drain(self.source, self.stop)
             self.run_periodic()
@@ -91,7 +93,9 @@ class Runner:
         scheduler = BackgroundScheduler(timezone=UTC)
         scheduler.add_job(self.wake.set, "interval", seconds=settings.poll_interval, id="poll")
         for name, job in self.periodic:
-            scheduler.add_job(job, "interval", seconds=settings.poll_interval, id=name)
+            scheduler.add_job(
+                job, "interval", seconds=PERIODIC_SECONDS, id=name, max_instances=1, coalesce=True
+            )
         scheduler.start()
         self.notifier.notify("READY=1")
         watchdog = self._watchdog_interval()
@@ -103,6 +107,8 @@ class Runner:
                 try:
                     self.wake.clear()
                     stats = self.desk.ingestor.drain(self.source, self.stop)
+                    if stats.stored:  # acknowledgements go out right away, not at the next tick
+                        self.run_periodic()
                     if stats.stored or stats.quarantined or stats.duplicates:
                         log.info(
                             "stored %d, duplicates %d, quarantined %d, new tickets %d",

@@ -10,15 +10,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
+from supportd.domain.acknowledgement import AckContext, SupportHours, form_customer, timing
+from supportd.domain.autoreply import ReplyFacts, decide_acknowledgement, outgoing_message_id
+from supportd.domain.calendar import BusinessCalendar, due_at
+from supportd.domain.classify import Rules, classify, own_words
 from supportd.domain.mail import Address, Cursor, FetchedMail, ParsedMail, dedup_key
 from supportd.domain.robots import automatic_reason
-from supportd.domain.threads import decide, new_participants, strip_tag
+from supportd.domain.threads import decide, new_participants, strip_tag, ticket_tag
 from supportd.errors import SupportdError
-from supportd.services.plan import ChunkPlan
-from supportd.services.ports import Clock, MailSource, TicketStore, UnitOfWorkFactory
+from supportd.services.plan import ChunkPlan, Outgoing
+from supportd.services.ports import Clock, Composer, MailSource, TicketStore, UnitOfWorkFactory
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,30 @@ class IngestStats:
         self.batches += other.batches
         self.archived += other.archived
         self.ticket_numbers.extend(other.ticket_numbers)
+
+
+SUPPRESS_AFTER_BOUNCE = timedelta(days=30)
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ReplyPolicy:
+    """How the desk answers new tickets: hours, response target, rules, wording."""
+
+    calendar: BusinessCalendar
+    response_hours: float
+    business_clock: bool
+    hours: SupportHours
+    rules: Rules
+    composer: Composer
+    secret: str
+    per_sender_limit: int = 3
+    enabled: bool = True
+    form_senders: frozenset[str] = frozenset()
+    sales: str = ""
+    contact_form_url: str = ""
+    faq_url: str = ""
+    customization_resources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,12 +102,14 @@ class Ingestor:
         parse_many: ParseMany,
         clock: Clock,
         parse_async: ParseAsync | None = None,
+        replies: ReplyPolicy | None = None,
     ) -> None:
         self.uow = uow
         self.desk = desk
         self.parse_many = parse_many
         self.clock = clock
         self.parse_async = parse_async
+        self.replies = replies
 
     def drain(self, source: MailSource, stop: threading.Event | None = None) -> IngestStats:
         """Read every message after the cursor; commit batch by batch; archive if configured."""
@@ -219,7 +249,9 @@ class Ingestor:
         if not items:
             return stats, []
         keys = [dedup_key(mail, fetched.raw) for fetched, mail in items]
-        plan = ChunkPlan.prepare(store, mailbox, uidvalidity, now, [m for _, m in items], keys)
+        plan = ChunkPlan.prepare(
+            store, mailbox, uidvalidity, now, [m for _, m in items], keys, self._message_id
+        )
         for (fetched, mail), key in zip(items, keys, strict=True):
             original = plan.duplicate_of(key)
             if original is not None:
@@ -231,6 +263,10 @@ class Ingestor:
         stats.ticket_numbers, row_ids = plan.flush()
         stats.new_tickets = len(stats.ticket_numbers)
         return stats, row_ids
+
+    def _message_id(self, row_id: int) -> str:
+        domain = self.desk.address.rsplit("@", 1)[-1]
+        return outgoing_message_id(row_id, domain, self.replies.secret if self.replies else "")
 
     def replay(self, item_id: int) -> int:
         """Process a quarantined message again; returns the message row it became."""
@@ -263,7 +299,15 @@ class Ingestor:
         self, plan: ChunkPlan, fetched: FetchedMail, mail: ParsedMail, key: str
     ) -> int:
         """Thread `mail` onto a ticket (or open one) in the plan; returns its number."""
-        refs = mail.thread_references()
+        replies = self.replies
+        if replies and mail.sender and mail.sender.email in replies.form_senders:
+            customer = form_customer(mail)
+            if customer is not None:  # a website form mailer speaks for this customer
+                mail = replace(mail, sender=customer)
+        threading_mail = mail
+        if mail.bounce is not None:  # a bounce belongs with the mail that bounced
+            threading_mail = replace(mail, in_reply_to=mail.bounce.original_ids + mail.in_reply_to)
+        refs = threading_mail.thread_references()
         known = {r: plan.ticket_of_id[r] for r in refs if r in plan.ticket_of_id}
         related = None
         if not known:  # out of order: a reply to this mail, or a sibling, arrived first
@@ -272,14 +316,27 @@ class Ingestor:
                 (plan.ticket_of_parent[m] for m in (*own, *refs) if m in plan.ticket_of_parent),
                 None,
             )
-        decision = decide(mail, self.desk.product, known, plan.members, related)
+        decision = decide(threading_mail, self.desk.product, known, plan.members, related)
         sender = mail.sender.email if mail.sender else ""
+        automatic = automatic_reason(mail)
+        category = "other"
         if decision.ticket is None:
+            due = None
+            if replies and not automatic:
+                category = classify(mail.subject, mail.text, replies.rules)
+                due = due_at(
+                    fetched.internaldate,
+                    replies.response_hours,
+                    replies.calendar,
+                    business=replies.business_clock,
+                )
             ticket = plan.open_ticket(
                 strip_tag(mail.subject, self.desk.product) or "(no subject)",
                 sender,
                 mail.sender.name if mail.sender else "",
                 fetched.internaldate,
+                category,
+                due,
             )
             requester = sender
         else:
@@ -288,26 +345,130 @@ class Ingestor:
         plan.add_members(
             ticket, new_participants(mail, requester, self.desk.own_addresses), requester
         )
-        kind = "agent" if sender in self.desk.agents else "customer"
-        automatic = automatic_reason(mail)
-        plan.add_message(
-            ticket,
-            message_row(
-                mail,
-                fetched,
-                kind=kind,
-                automatic=automatic,
-                mailbox=plan.mailbox,
-                uidvalidity=plan.uidvalidity,
-                dedup_key=key,
-                now=plan.now,
-            ),
+        if mail.bounce is not None:
+            kind = "note"
+            if mail.bounce.permanent:
+                for address in mail.bounce.recipients:
+                    plan.suppress(
+                        address,
+                        plan.now + SUPPRESS_AFTER_BOUNCE,
+                        f"permanent bounce, UID {fetched.uid} of {plan.mailbox}",
+                    )
+        else:
+            kind = "agent" if sender in self.desk.agents else "customer"
+        row = message_row(
             mail,
-            key,
-            reopen=kind == "customer" and not automatic,
+            fetched,
+            kind=kind,
+            automatic=automatic,
+            mailbox=plan.mailbox,
+            uidvalidity=plan.uidvalidity,
+            dedup_key=key,
+            now=plan.now,
         )
+        if replies is not None:
+            row["reply_decision"] = self._reply(
+                plan, ticket, mail, fetched, category, decision.ticket is None
+            )
+        plan.add_message(ticket, row, mail, key, reopen=kind == "customer" and not automatic)
         log.debug("%s UID %d -> ticket %d (%s)", plan.mailbox, fetched.uid, ticket, decision.reason)
         return ticket
+
+    def _reply(
+        self,
+        plan: ChunkPlan,
+        ticket: int,
+        mail: ParsedMail,
+        fetched: FetchedMail,
+        category: str,
+        new_ticket: bool,
+    ) -> str:
+        """Decide about (and queue) the acknowledgement; returns the decision as recorded."""
+        replies = self.replies
+        assert replies is not None
+        sender = mail.sender.email if mail.sender else ""
+        decision = decide_acknowledgement(
+            mail,
+            ReplyFacts(
+                new_ticket=new_ticket,
+                sender=sender,
+                desk_addresses=self.desk.own_addresses,
+                agents=self.desk.agents,
+                secret=replies.secret,
+                sent_to_sender_last_24h=plan.acknowledged_since(sender, plan.now - DAY)
+                if sender
+                else 0,
+                per_sender_limit=replies.per_sender_limit,
+                suppressed_until=plan.suppressed_until(sender) if sender else None,
+                now=plan.now,
+                enabled=replies.enabled,
+            ),
+        )
+        if not new_ticket or automatic_reason(mail):
+            return decision.describe()
+        context = self._context(mail, fetched, category)
+        composer = replies.composer
+        if decision.send:
+            plan.send(
+                Outgoing(
+                    ticket,
+                    "auto_reply",
+                    self.desk.address,
+                    sender,
+                    lambda number, mid: composer.acknowledgement(context(number), mid),
+                )
+            )
+        if category in ("presales", "account") and replies.sales:
+            text = mail.text
+            plan.send(
+                Outgoing(
+                    ticket,
+                    "notification",
+                    self.desk.address,
+                    replies.sales,
+                    lambda number, mid: composer.sales_copy(context(number), text, mid),
+                )
+            )
+        return decision.describe()
+
+    def _context(
+        self, mail: ParsedMail, fetched: FetchedMail, category: str
+    ) -> Callable[[int], AckContext]:
+        replies = self.replies
+        assert replies is not None and mail.sender is not None
+        received = fetched.internaldate
+        outside, next_open = timing(received, replies.calendar)
+        due = due_at(
+            received, replies.response_hours, replies.calendar, business=replies.business_clock
+        )
+        customer = mail.sender
+        product = self.desk.product
+
+        def build(number: int) -> AckContext:
+            return AckContext(
+                ticket=number,
+                tag=ticket_tag(product, number),
+                subject=strip_tag(mail.subject, product) or "(no subject)",
+                customer=customer,
+                category=category,
+                received=received,
+                outside_hours=outside,
+                next_open=next_open,
+                due=due,
+                business_clock=replies.business_clock,
+                response_hours=replies.response_hours,
+                hours=replies.hours,
+                in_reply_to=mail.message_id,
+                references=(*mail.references, mail.message_id)
+                if mail.message_id
+                else mail.references,
+                query_text=f"{mail.subject}\n{own_words(mail.text, 5000)}",
+                contact_form_url=replies.contact_form_url,
+                faq_url=replies.faq_url,
+                customization_resources=replies.customization_resources,
+            )
+
+        return build
 
 
 def _addresses(addresses: tuple[Address, ...]) -> str:

@@ -7,7 +7,7 @@ creates. New tickets get negative placeholder numbers until the flush inserts th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -22,7 +22,23 @@ class NewTicket:
     requester: str
     requester_name: str
     created_at: datetime
+    category: str = "other"
+    due: datetime | None = None
     message_count: int = 0
+
+
+# Builds an outgoing mail once its ticket number and Message-ID are known:
+# (ticket number, Message-ID) -> (subject, text, raw bytes).
+Build = Callable[[int, str], tuple[str, str, bytes]]
+
+
+@dataclass
+class Outgoing:
+    ticket: int
+    kind: str
+    sender: str
+    recipient: str
+    build: Build
 
 
 @dataclass
@@ -44,14 +60,19 @@ class ChunkPlan:
     stored_keys: dict[str, int]
     ticket_of_id: dict[str, int]
     ticket_of_parent: dict[str, int]
+    message_id_for: Callable[[int], str]
     new_tickets: list[NewTicket] = field(default_factory=list)
     touched: dict[int, Touch] = field(default_factory=dict)
     messages: list[dict[str, object]] = field(default_factory=list)
     duplicates: list[tuple[int | str, FetchedMail]] = field(default_factory=list)
     participants: list[tuple[int, str, str]] = field(default_factory=list)
     batch_keys: dict[str, int] = field(default_factory=dict)
+    outgoing: list[Outgoing] = field(default_factory=list)
+    suppressions: dict[str, tuple[datetime, str]] = field(default_factory=dict)
     _members: dict[int, set[str]] = field(default_factory=dict)
     _requesters: dict[int, str] = field(default_factory=dict)
+    _sent: dict[str, int] = field(default_factory=dict)
+    _suppressed: dict[str, datetime | None] = field(default_factory=dict)
 
     @classmethod
     def prepare(
@@ -62,8 +83,10 @@ class ChunkPlan:
         now: datetime,
         mails: Sequence[ParsedMail],
         keys: Sequence[str],
+        message_id_for: Callable[[int], str],
     ) -> ChunkPlan:
         refs = {r for m in mails for r in m.thread_references()}
+        refs |= {r for m in mails if m.bounce for r in m.bounce.original_ids}
         own = {m.message_id for m in mails if m.message_id}
         return cls(
             store=store,
@@ -73,6 +96,7 @@ class ChunkPlan:
             stored_keys=store.find_deliveries(mailbox, list(keys)),
             ticket_of_id=store.tickets_for_message_ids(sorted(refs)),
             ticket_of_parent=store.tickets_by_parent(sorted(refs | own)),
+            message_id_for=message_id_for,
         )
 
     def members(self, ticket: int) -> frozenset[str]:
@@ -85,9 +109,40 @@ class ChunkPlan:
             self._requesters[ticket] = self.store.requester(ticket)
         return self._requesters[ticket]
 
-    def open_ticket(self, subject: str, requester: str, name: str, created_at: datetime) -> int:
+    def acknowledged_since(self, address: str, since: datetime) -> int:
+        """Acknowledgements to `address` since `since`, this chunk's included."""
+        if address not in self._sent:
+            self._sent[address] = self.store.acknowledgements_since(address, since)
+        return self._sent[address]
+
+    def suppressed_until(self, address: str) -> datetime | None:
+        if address in self.suppressions:
+            return self.suppressions[address][0]
+        if address not in self._suppressed:
+            self._suppressed[address] = self.store.suppressed_until(address)
+        return self._suppressed[address]
+
+    def suppress(self, address: str, until: datetime, reason: str) -> None:
+        self.suppressions[address] = (until, reason)
+
+    def send(self, outgoing: Outgoing) -> None:
+        self.outgoing.append(outgoing)
+        if outgoing.kind == "auto_reply":
+            self._sent[outgoing.recipient] = self._sent.get(outgoing.recipient, 0) + 1
+
+    def open_ticket(
+        self,
+        subject: str,
+        requester: str,
+        name: str,
+        created_at: datetime,
+        category: str = "other",
+        due: datetime | None = None,
+    ) -> int:
         placeholder = -(len(self.new_tickets) + 1)
-        self.new_tickets.append(NewTicket(placeholder, subject, requester, name, created_at))
+        self.new_tickets.append(
+            NewTicket(placeholder, subject, requester, name, created_at, category, due)
+        )
         self._members[placeholder] = set()
         self._requesters[placeholder] = requester
         return placeholder
@@ -134,7 +189,8 @@ class ChunkPlan:
                     "requester": t.requester,
                     "requester_name": t.requester_name,
                     "status": "open",
-                    "category": "other",
+                    "category": t.category,
+                    "first_response_due": t.due,
                     "created_at": t.created_at,
                     "updated_at": max(t.created_at, self.now),
                     "escalation_level": 0,
@@ -170,4 +226,68 @@ class ChunkPlan:
         self.store.touch_tickets(
             [(number, t.count, t.reopen) for number, t in self.touched.items()], self.now
         )
+        self.store.add_suppressions(
+            [(address, until, reason) for address, (until, reason) in self.suppressions.items()],
+            self.now,
+        )
+        self._flush_outgoing(real)
         return numbers, row_ids
+
+    def _flush_outgoing(self, real: Callable[[int], int]) -> None:
+        """Outbox rows and their copies on the ticket, in the ticket change's transaction."""
+        if not self.outgoing:
+            return
+        ids = self.store.insert_outbox(
+            [
+                {
+                    "ticket_number": real(o.ticket),
+                    "kind": o.kind,
+                    "sender": o.sender,
+                    "recipients": o.recipient,
+                    "raw": b"",
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": self.now,
+                    "last_error": "",
+                    "created_at": self.now,
+                }
+                for o in self.outgoing
+            ]
+        )
+        finished: list[tuple[int, str, bytes]] = []
+        copies: list[dict[str, object]] = []
+        for row_id, o in zip(ids, self.outgoing, strict=True):
+            message_id = self.message_id_for(row_id)
+            subject, text, raw = o.build(real(o.ticket), message_id)
+            finished.append((row_id, message_id, raw))
+            copies.append(
+                {
+                    "ticket_number": real(o.ticket),
+                    "direction": "out",
+                    "kind": o.kind,
+                    "from_addr": o.sender,
+                    "from_name": "",
+                    "to_addrs": o.recipient,
+                    "cc_addrs": "",
+                    "subject": subject,
+                    "message_id": message_id,
+                    "in_reply_to": "",
+                    "parent_message_id": None,
+                    "references": "",
+                    "date": self.now,
+                    "header_date": "",
+                    "text": text,
+                    "mailbox": None,
+                    "uidvalidity": None,
+                    "uid": None,
+                    "dedup_key": None,
+                    "automatic": "",
+                    "reply_decision": "",
+                    "defects": "",
+                    "size": len(raw),
+                    "raw": raw,
+                    "created_at": self.now,
+                }
+            )
+        self.store.finish_outbox(finished)
+        self.store.insert_messages(copies)

@@ -8,9 +8,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
+from supportd.domain.acknowledgement import AckContext
 from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
 
-__all__ = ["Cursor", "FetchedMail", "MailSource", "TicketStore", "UnitOfWorkFactory"]
+__all__ = ["Composer", "Cursor", "FetchedMail", "MailSource", "TicketStore", "UnitOfWorkFactory"]
 
 
 class MailSource(Protocol):
@@ -68,6 +69,19 @@ class TicketStore(Protocol):
     def touch_tickets(self, changes: Sequence[tuple[int, int, bool]], now: datetime) -> None:
         """For (ticket, new messages, reopen): bump the count and updated_at, reopen if asked."""
 
+    def acknowledgements_since(self, address: str, since: datetime) -> int: ...
+
+    def suppressed_until(self, address: str) -> datetime | None: ...
+
+    def add_suppressions(self, rows: Sequence[tuple[str, datetime, str]], now: datetime) -> None:
+        """(address, until, reason): no automatic mail to these addresses until then."""
+
+    def insert_outbox(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
+        """Queue outgoing mail; the rows' ids, in order."""
+
+    def finish_outbox(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
+        """Set (row id, Message-ID, raw message) once the mail is composed."""
+
     def quarantine(
         self, fetched: FetchedMail, *, mailbox: str, uidvalidity: int, error: str, now: datetime
     ) -> int: ...
@@ -79,6 +93,16 @@ class TicketStore(Protocol):
     def savepoint(self) -> AbstractContextManager[None]: ...
 
     def commit(self) -> None: ...
+
+
+class Composer(Protocol):
+    """Writes outgoing mail: (subject, text, raw bytes) for a given Message-ID."""
+
+    def acknowledgement(self, ctx: AckContext, message_id: str) -> tuple[str, str, bytes]: ...
+
+    def sales_copy(
+        self, ctx: AckContext, original_text: str, message_id: str
+    ) -> tuple[str, str, bytes]: ...
 
 
 class UnitOfWorkFactory(Protocol):

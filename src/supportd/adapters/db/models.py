@@ -117,6 +117,8 @@ class MessageRow(Base):
     uid: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     dedup_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     automatic: Mapped[str] = mapped_column(String(200), default="")
+    # For incoming mail: "sent", or "suppressed: <reason>" (why no acknowledgement went out).
+    reply_decision: Mapped[str] = mapped_column(String(300), default="", server_default="")
     defects: Mapped[str] = mapped_column(Text, default="")
     size: Mapped[int] = mapped_column(Integer, default=0)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
@@ -153,11 +155,25 @@ class QuarantineItem(Base):
     )
 
 
+class Suppression(Base):
+    """An address that bounced permanently: no automatic mail to it until `until`."""
+
+    __tablename__ = "suppressions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class OutboxItem(Base):
     """Mail to send, written in the same transaction as the change that caused it."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_recipient", "recipients", "kind", "created_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_number: Mapped[int | None] = mapped_column(
         ForeignKey("tickets.number", ondelete="SET NULL"), nullable=True

@@ -12,14 +12,16 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 
 from supportd.adapters.db.models import (
     DuplicateDelivery,
     MailboxState,
     MessageRow,
+    OutboxItem,
     Participant,
     QuarantineItem,
+    Suppression,
     Ticket,
 )
 from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
@@ -30,6 +32,8 @@ _participants = cast(Table, Participant.__table__)
 _mailboxes = cast(Table, MailboxState.__table__)
 _quarantine = cast(Table, QuarantineItem.__table__)
 _duplicates = cast(Table, DuplicateDelivery.__table__)
+_outbox = cast(Table, OutboxItem.__table__)
+_suppressions = cast(Table, Suppression.__table__)
 
 _GET_CURSOR = select(_mailboxes.c.uidvalidity, _mailboxes.c.last_uid).where(
     _mailboxes.c.mailbox == bindparam("mb")
@@ -74,6 +78,20 @@ _TOUCH_TICKET = (
 )
 _REOPEN_TICKET = _TOUCH_TICKET.values(status="open")
 _INSERT_QUARANTINE = insert(_quarantine).returning(_quarantine.c.id)
+_INSERT_OUTBOX = insert(_outbox).returning(_outbox.c.id, sort_by_parameter_order=True)
+_FINISH_OUTBOX = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("row_id"))
+    .values(message_id=bindparam("mid"), raw=bindparam("data"))
+)
+_ACKS_SINCE = select(func.count()).where(
+    _outbox.c.recipients == bindparam("address"),
+    _outbox.c.kind == "auto_reply",
+    _outbox.c.created_at >= bindparam("since"),
+)
+_SUPPRESSED_UNTIL = select(_suppressions.c.until).where(
+    _suppressions.c.address == bindparam("address")
+)
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
@@ -152,6 +170,38 @@ class SqlTicketStore:
             ]
             if params:
                 self.conn.execute(statement, params)
+
+    def acknowledgements_since(self, address: str, since: datetime) -> int:
+        return int(
+            self.conn.execute(_ACKS_SINCE, {"address": address, "since": since}).scalar_one()
+        )
+
+    def suppressed_until(self, address: str) -> datetime | None:
+        return self.conn.execute(_SUPPRESSED_UNTIL, {"address": address}).scalar()
+
+    def add_suppressions(self, rows: Sequence[tuple[str, datetime, str]], now: datetime) -> None:
+        if not rows:
+            return
+        addresses = [address for address, _, _ in rows]
+        self.conn.execute(delete(_suppressions).where(_suppressions.c.address.in_(addresses)))
+        self.conn.execute(
+            insert(_suppressions),
+            [
+                {"address": a, "until": until, "reason": reason[:2000], "created_at": now}
+                for a, until, reason in rows
+            ],
+        )
+
+    def insert_outbox(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
+        if not rows:
+            return []
+        return [int(n) for n in self.conn.execute(_INSERT_OUTBOX, list(rows)).scalars()]
+
+    def finish_outbox(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
+        if rows:
+            self.conn.execute(
+                _FINISH_OUTBOX, [{"row_id": i, "mid": mid, "data": raw} for i, mid, raw in rows]
+            )
 
     def quarantine(
         self, fetched: FetchedMail, *, mailbox: str, uidvalidity: int, error: str, now: datetime

@@ -9,7 +9,13 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from supportd.adapters.db.models import MessageRow, Participant, QuarantineItem, Ticket
+from supportd.adapters.db.models import (
+    MessageRow,
+    OutboxItem,
+    Participant,
+    QuarantineItem,
+    Ticket,
+)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -33,8 +39,8 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
     }
 
 
-def message_view(row: MessageRow) -> dict[str, Any]:
-    return {
+def message_view(row: MessageRow, delivery: dict[str, Any] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
         "direction": row.direction,
         "kind": row.kind,
         "from": f"{row.from_name} <{row.from_addr}>" if row.from_name else row.from_addr,
@@ -45,8 +51,12 @@ def message_view(row: MessageRow) -> dict[str, Any]:
         "in_reply_to": row.in_reply_to,
         "date": iso(row.date),
         "automatic": row.automatic or None,
+        "auto_reply": row.reply_decision or None,
         "text": row.text,
     }
+    if delivery is not None:
+        view["delivery"] = delivery
+    return view
 
 
 _MESSAGE_COLUMNS = [c for c in MessageRow.__table__.columns if c.key != "raw"]
@@ -58,7 +68,29 @@ def _messages(session: Session, number: int) -> list[dict[str, Any]]:
         .where(MessageRow.ticket_number == number)
         .order_by(MessageRow.date, MessageRow.id)
     ).all()
-    return [message_view(row) for row in rows]  # type: ignore[arg-type]
+    deliveries = {
+        o.message_id: {
+            "outbox_id": o.id,
+            "status": o.status,
+            "attempts": o.attempts,
+            "sent_at": iso(o.sent_at),
+            "last_error": o.last_error or None,
+        }
+        for o in session.execute(
+            select(
+                OutboxItem.id,
+                OutboxItem.message_id,
+                OutboxItem.status,
+                OutboxItem.attempts,
+                OutboxItem.sent_at,
+                OutboxItem.last_error,
+            ).where(OutboxItem.ticket_number == number)
+        )
+    }
+    return [
+        message_view(row, deliveries.get(row.message_id) if row.direction == "out" else None)  # type: ignore[arg-type]
+        for row in rows
+    ]
 
 
 def ticket_detail(session: Session, ticket: Ticket) -> dict[str, Any]:
@@ -125,6 +157,47 @@ def list_quarantine(engine: Engine, include_replayed: bool = False) -> list[dict
                 "error": r.error,
                 "created_at": iso(r.created_at),
                 "replayed_at": iso(r.replayed_at),
+            }
+            for r in session.execute(query)
+        ]
+
+
+def list_outbox(
+    engine: Engine, status: str | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    with Session(engine) as session:
+        query = (
+            select(
+                OutboxItem.id,
+                OutboxItem.ticket_number,
+                OutboxItem.kind,
+                OutboxItem.recipients,
+                OutboxItem.message_id,
+                OutboxItem.status,
+                OutboxItem.attempts,
+                OutboxItem.next_attempt_at,
+                OutboxItem.last_error,
+                OutboxItem.created_at,
+                OutboxItem.sent_at,
+            )
+            .order_by(OutboxItem.id.desc())
+            .limit(limit)
+        )
+        if status:
+            query = query.where(OutboxItem.status == status)
+        return [
+            {
+                "id": r.id,
+                "ticket": r.ticket_number,
+                "kind": r.kind,
+                "to": r.recipients,
+                "message_id": r.message_id,
+                "status": r.status,
+                "attempts": r.attempts,
+                "next_attempt_at": iso(r.next_attempt_at),
+                "last_error": r.last_error or None,
+                "created_at": iso(r.created_at),
+                "sent_at": iso(r.sent_at),
             }
             for r in session.execute(query)
         ]

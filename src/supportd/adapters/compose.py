@@ -1,0 +1,244 @@
+"""Outgoing mail: Jinja2 templates, FAQ suggestions (SQLite FTS5 BM25), MIME composition.
+
+Why these: Jinja2 is the templating library the ops who override wording already know;
+FTS5's bm25() is a maintained BM25 implementation that ships inside Python's sqlite3,
+so ranking needs no numpy (rank-bm25 would add 12 MB to every daemon process).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import tomllib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+from importlib.resources import files
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from supportd.adapters.mailparse import clean_header
+from supportd.domain.acknowledgement import AckContext
+from supportd.errors import ConfigError
+
+_WORD = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
+_STOP = frozenset(
+    [
+        "the",
+        "and",
+        "for",
+        "you",
+        "your",
+        "with",
+        "this",
+        "that",
+        "have",
+        "has",
+        "are",
+        "was",
+        "were",
+        "not",
+        "but",
+        "can",
+        "could",
+        "would",
+        "should",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "how",
+        "why",
+        "our",
+        "out",
+        "all",
+        "any",
+        "from",
+        "into",
+        "about",
+        "there",
+        "their",
+        "they",
+        "them",
+        "then",
+        "than",
+        "just",
+        "also",
+        "please",
+        "thanks",
+        "thank",
+        "regards",
+        "hello",
+        "dear",
+        "team",
+        "support",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "been",
+        "being",
+        "does",
+        "did",
+        "done",
+        "get",
+        "got",
+        "its",
+    ]
+)
+
+
+def defaults_dir() -> Path:
+    """Shipped templates and FAQ: inside the wheel, or ../config in a source checkout."""
+    packaged = Path(str(files("supportd"))) / "defaults"
+    if (packaged / "templates").is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[3] / "config"
+
+
+@dataclass(frozen=True)
+class FaqEntry:
+    question: str
+    answer: str
+    url: str = ""
+
+
+class FaqIndex:
+    """FAQ entries ranked against a mail's words with BM25 (SQLite FTS5)."""
+
+    def __init__(self, entries: list[FaqEntry]) -> None:
+        self.entries = entries
+        self.db = sqlite3.connect(":memory:", check_same_thread=False)
+        self.db.execute(
+            "CREATE VIRTUAL TABLE faq USING fts5(question, answer, tokenize='porter unicode61')"
+        )
+        self.db.executemany(
+            "INSERT INTO faq(rowid, question, answer) VALUES (?, ?, ?)",
+            [(i, e.question, e.answer) for i, e in enumerate(entries)],
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> FaqIndex:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            entries = [
+                FaqEntry(str(e["question"]), str(e["answer"]), str(e.get("url", "")))
+                for e in data.get("entry", [])
+            ]
+        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"support.faq_file: cannot use {path}: {exc}") from None
+        return cls(entries)
+
+    def top(self, text: str, limit: int = 3) -> list[FaqEntry]:
+        words = []
+        for word in _WORD.findall(text.lower()):
+            if word not in _STOP and word not in words:
+                words.append(word)
+        if not words or not self.entries:
+            return []
+        query = " OR ".join(f'"{w}"' for w in words[:64])
+        rows = self.db.execute(
+            "SELECT rowid, bm25(faq, 2.0, 1.0) AS score FROM faq WHERE faq MATCH ? "
+            "ORDER BY score LIMIT ?",
+            (query, limit),
+        ).fetchall()
+        # bm25() is negative, more negative is better; near zero means a stop-word match.
+        return [self.entries[rowid] for rowid, score in rows if score < -0.5]
+
+
+class Composer:
+    """Renders acknowledgements and sales copies into RFC 5322 bytes."""
+
+    def __init__(
+        self,
+        *,
+        support_name: str,
+        support_address: str,
+        timezone: str,
+        hours_days: str,
+        hours_local: str,
+        hours_utc: str,
+        faq: FaqIndex,
+        templates_dir: str = "",
+        sales_address: str = "",
+    ) -> None:
+        self.support_name = support_name
+        self.sales_address = sales_address
+        self.support_address = support_address
+        self.zone = ZoneInfo(timezone)
+        self.faq = faq
+        self.hours = {"days": hours_days, "local": hours_local, "utc": hours_utc}
+        loaders = [FileSystemLoader(templates_dir)] if templates_dir else []
+        loaders.append(FileSystemLoader(str(defaults_dir() / "templates")))
+        self.env = Environment(
+            loader=ChoiceLoader(loaders),
+            autoescape=select_autoescape(["html", "html.j2"]),
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+        )
+        self.env.filters["local"] = self._local
+        self.env.filters["utc"] = lambda t: t.astimezone(UTC).strftime("%H:%M UTC, %a %d %b")
+        self.env.filters["hours"] = lambda h: f"{h:g} hours"
+
+    def _local(self, t: datetime) -> str:
+        local = t.astimezone(self.zone)
+        return f"{local:%A %d %B %Y, %H:%M} ({self.zone.key})"
+
+    def _render(self, name: str, **values: object) -> str:
+        support = {"name": self.support_name, "address": self.support_address}
+        return self.env.get_template(name).render(support=support, hours=self.hours, **values)
+
+    def _message(
+        self,
+        ctx: AckContext,
+        to: str,
+        subject: str,
+        message_id: str,
+        text: str,
+        html: str | None,
+        auto: str,
+    ) -> bytes:
+        msg = EmailMessage(policy=SMTP)
+        msg["From"] = formataddr((clean_header(self.support_name), self.support_address))
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        msg["Message-ID"] = message_id
+        if ctx.in_reply_to:
+            msg["In-Reply-To"] = ctx.in_reply_to
+        refs = " ".join(r for r in ctx.references if r)
+        if refs:
+            msg["References"] = refs
+        msg["Auto-Submitted"] = auto
+        msg["X-Auto-Response-Suppress"] = "All"
+        msg.set_content(text)
+        if html is not None:
+            msg.add_alternative(html, subtype="html")
+        return msg.as_bytes()
+
+    def acknowledgement(self, ctx: AckContext, message_id: str) -> tuple[str, str, bytes]:
+        faq = self.faq.top(ctx.query_text)
+        text = self._render("acknowledgement.txt.j2", ctx=ctx, faq=faq)
+        html = self._render("acknowledgement.html.j2", ctx=ctx, faq=faq)
+        subject = clean_header(f"{ctx.tag} {ctx.subject}")[:900]
+        to = formataddr((clean_header(ctx.customer.name), ctx.customer.email))
+        return (
+            subject,
+            text,
+            self._message(ctx, to, subject, message_id, text, html, "auto-replied"),
+        )
+
+    def sales_copy(
+        self, ctx: AckContext, original_text: str, message_id: str
+    ) -> tuple[str, str, bytes]:
+        text = self._render("sales_copy.txt.j2", ctx=ctx, original_text=original_text)
+        subject = clean_header(f"{ctx.tag} Fwd: {ctx.subject}")[:900]
+        raw = self._message(
+            ctx, self.sales_address, subject, message_id, text, None, "auto-generated"
+        )
+        return subject, text, raw

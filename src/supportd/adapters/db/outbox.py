@@ -1,0 +1,85 @@
+"""The outbox table for the sender: due rows, and marking each one's fate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Connection, Engine, Table, select, update
+
+from supportd.adapters.db.models import OutboxItem
+from supportd.services.outbox import DueMail
+
+_outbox = cast(Table, OutboxItem.__table__)
+
+
+class SqlOutboxStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def due(self, now: datetime, limit: int) -> list[DueMail]:
+        rows = self.conn.execute(
+            select(
+                _outbox.c.id,
+                _outbox.c.sender,
+                _outbox.c.recipients,
+                _outbox.c.raw,
+                _outbox.c.attempts,
+                _outbox.c.created_at,
+            )
+            .where(_outbox.c.status == "pending", _outbox.c.next_attempt_at <= now)
+            .order_by(_outbox.c.next_attempt_at, _outbox.c.id)
+            .limit(limit)
+        )
+        return [
+            DueMail(
+                r.id,
+                r.sender,
+                tuple(a.strip() for a in r.recipients.split(",") if a.strip()),
+                r.raw,
+                r.attempts,
+                r.created_at,
+            )
+            for r in rows
+        ]
+
+    def _set(self, row_id: int, **values: object) -> None:
+        self.conn.execute(update(_outbox).where(_outbox.c.id == row_id).values(**values))
+
+    def mark_sent(self, row_id: int, now: datetime) -> None:
+        self._set(row_id, status="sent", sent_at=now, last_error="")
+
+    def mark_retry(self, row_id: int, attempts: int, at: datetime, error: str) -> None:
+        self._set(row_id, attempts=attempts, next_attempt_at=at, last_error=error[:2000])
+
+    def mark_failed(self, row_id: int, attempts: int, error: str, now: datetime) -> None:
+        self._set(row_id, status="failed", attempts=attempts, last_error=error[:2000])
+
+    def retry(self, row_id: int, now: datetime) -> bool:
+        """Put a failed or pending row back in the queue now; False if unknown or sent."""
+        result = self.conn.execute(
+            update(_outbox)
+            .where(_outbox.c.id == row_id, _outbox.c.status != "sent")
+            .values(status="pending", next_attempt_at=now, created_at=now)
+        )
+        return bool(result.rowcount)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+
+def outbox_unit_of_work(engine: Engine) -> Callable[[], AbstractContextManager[SqlOutboxStore]]:
+    writer = engine.execution_options(writer=True)
+
+    @contextmanager
+    def _uow() -> Iterator[SqlOutboxStore]:
+        with writer.connect() as conn:
+            try:
+                yield SqlOutboxStore(conn)
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
+
+    return _uow

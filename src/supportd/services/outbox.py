@@ -1,0 +1,146 @@
+"""The outbox sender: due rows out over one SMTP connection per batch, each marked at once.
+
+Invariant 2: a row is marked sent in its own commit right after the server's 250, so a
+crash repeats at most the one message in flight. Temporary failures (4xx, connection
+errors) retry with growing delay until smtp.give_up_after; 5xx is permanent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from supportd.errors import SendError
+from supportd.services.ports import Clock
+
+log = logging.getLogger(__name__)
+
+FIRST_RETRY = timedelta(minutes=1)
+MAX_RETRY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class DueMail:
+    id: int
+    sender: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    attempts: int
+    created_at: datetime
+
+
+class OutboxStore(Protocol):
+    def due(self, now: datetime, limit: int) -> list[DueMail]: ...
+
+    def mark_sent(self, row_id: int, now: datetime) -> None: ...
+
+    def mark_retry(self, row_id: int, attempts: int, at: datetime, error: str) -> None: ...
+
+    def mark_failed(self, row_id: int, attempts: int, error: str, now: datetime) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+class SmtpSession(Protocol):
+    def send(self, sender: str, recipients: tuple[str, ...], raw: bytes) -> None:
+        """Deliver one message; raise SendError (permanent or not)."""
+
+
+class MailTransport(Protocol):
+    def session(self) -> AbstractContextManager[SmtpSession]:
+        """One SMTP connection (raises SendError when it cannot be opened)."""
+
+
+@dataclass
+class SendStats:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """1, 2, 4 ... minutes, at most an hour."""
+    delay: timedelta = FIRST_RETRY * (2 ** max(attempts - 1, 0))
+    return min(delay, MAX_RETRY)
+
+
+class OutboxSender:
+    def __init__(
+        self,
+        uow: Callable[[], AbstractContextManager[OutboxStore]],
+        transport: MailTransport,
+        clock: Clock,
+        give_up_after: timedelta,
+        batch_size: int = 100,
+    ) -> None:
+        self.uow = uow
+        self.transport = transport
+        self.clock = clock
+        self.give_up_after = give_up_after
+        self.batch_size = batch_size
+        self._lock = threading.Lock()  # the daemon loop and the scheduler both call in
+
+    def send_due(self) -> SendStats:
+        """Send every row that is due now; returns what happened."""
+        stats = SendStats()
+        if not self._lock.acquire(blocking=False):
+            return stats  # another thread is sending; it will see these rows too
+        try:
+            while True:
+                with self.uow() as store:
+                    batch = store.due(self.clock(), self.batch_size)
+                if not batch:
+                    return stats
+                if not self._send_batch(batch, stats):
+                    return stats
+        finally:
+            self._lock.release()
+
+    def _send_batch(self, batch: list[DueMail], stats: SendStats) -> bool:
+        """False when the server could not be reached (the rest waits for the retry)."""
+        pending = list(batch)
+        try:
+            with self.transport.session() as session:
+                while pending:
+                    item = pending.pop(0)
+                    try:
+                        session.send(item.sender, item.recipients, item.raw)
+                    except SendError as exc:  # this message only; go on with the next
+                        self._failed(item, exc, stats)
+                        continue
+                    with self.uow() as store:
+                        store.mark_sent(item.id, self.clock())
+                        store.commit()
+                    stats.sent += 1
+        except SendError as exc:  # no connection: every unsent row waits for its retry
+            for item in pending:
+                self._failed(item, exc, stats)
+            return False
+        return len(batch) == self.batch_size
+
+    def _failed(self, item: DueMail, exc: SendError, stats: SendStats) -> None:
+        now = self.clock()
+        attempts = item.attempts + 1
+        with self.uow() as store:
+            if exc.permanent or now - item.created_at >= self.give_up_after:
+                why = "permanent" if exc.permanent else "gave up after retries"
+                log.error("outbox %d to %s failed (%s): %s", item.id, item.recipients, why, exc)
+                store.mark_failed(item.id, attempts, f"{why}: {exc}", now)
+                stats.failed += 1
+            else:
+                at = now + retry_delay(attempts)
+                log.warning(
+                    "outbox %d to %s: %s (retry at %s)",
+                    item.id,
+                    item.recipients,
+                    exc,
+                    at.isoformat(timespec="seconds"),
+                )
+                store.mark_retry(item.id, attempts, at, str(exc))
+                stats.retried += 1
+            store.commit()
