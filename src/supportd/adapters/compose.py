@@ -147,8 +147,8 @@ class FaqIndex:
             "ORDER BY score LIMIT ?",
             (query, limit),
         ).fetchall()
-        # bm25() is negative, more negative is better; near zero means a stop-word match.
-        return [self.entries[rowid] for rowid, score in rows if score < -0.5]
+        # bm25() is negative, more negative is better; zero means no real match.
+        return [self.entries[rowid] for rowid, score in rows if score < -1e-6]
 
 
 class Composer:

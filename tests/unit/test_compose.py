@@ -1,0 +1,159 @@
+"""Acknowledgement wording and headers, rendered from the shipped templates."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+from supportd.adapters.compose import Composer, FaqEntry, FaqIndex, defaults_dir
+from supportd.bootstrap import describe_hours
+from supportd.config import HoursSettings
+from supportd.domain.acknowledgement import AckContext, SupportHours, form_customer
+from supportd.domain.mail import Address, ParsedMail
+
+
+def composer(tmp_templates: str = "") -> Composer:
+    days, local, utc = describe_hours(HoursSettings())
+    return Composer(
+        support_name="WPERP Support",
+        support_address="support@desk.example",
+        timezone="Asia/Dhaka",
+        hours_days=days,
+        hours_local=local,
+        hours_utc=utc,
+        faq=FaqIndex.load(defaults_dir() / "faq.toml"),
+        templates_dir=tmp_templates,
+        sales_address="sales@desk.example",
+    )
+
+
+def context(**kw: object) -> AckContext:
+    base: dict[str, object] = dict(
+        ticket=12,
+        tag="[WPERP #12]",
+        subject="Installer stops",
+        category="installation",
+        customer=Address("alice@customer.example", "Alice"),
+        received=datetime(2026, 11, 19, 11, 0, tzinfo=UTC),  # Thursday 17:00 Dhaka
+        outside_hours=False,
+        next_open=datetime(2026, 11, 19, 11, 0, tzinfo=UTC),
+        due=datetime(2026, 11, 22, 9, 0, tzinfo=UTC),
+        business_clock=True,
+        response_hours=14.0,
+        hours=SupportHours("Asia/Dhaka", ("Saturday to Thursday",), "10:00", "18:00"),
+        in_reply_to="<q1@customer.example>",
+        references=("<q1@customer.example>",),
+        query_text="How do I install the plugin? The installer stops.",
+        contact_form_url="https://desk.example/contact",
+        customization_resources=("https://desk.example/developers",),
+    )
+    base.update(kw)
+    return AckContext(**base)  # type: ignore[arg-type]
+
+
+def test_acknowledgement_headers_and_text() -> None:
+    subject, text, raw = composer().acknowledgement(context(), "<supportd.1.abc@desk.example>")
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["Subject"] == subject == "[WPERP #12] Installer stops"
+    assert msg["Message-ID"] == "<supportd.1.abc@desk.example>"
+    assert msg["In-Reply-To"] == "<q1@customer.example>"
+    assert msg["References"] == "<q1@customer.example>"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert msg["X-Auto-Response-Suppress"] == "All"
+    assert "WPERP Support" in msg["From"] and "support@desk.example" in msg["From"]
+    assert msg.get_body(("html",)) is not None
+    assert "[WPERP #12]" in text
+    assert "Saturday to Thursday, 10:00–18:00 Asia/Dhaka (GMT+6) (04:00–12:00 UTC)" in text
+    assert "Sunday 22 November 2026, 15:00 (Asia/Dhaka)" in text  # the due time, in Dhaka
+    assert "09:00 UTC" in text
+    assert "installation, configuration and usage" in text
+    assert "confidential" in text
+    assert "How do I install the plugin?" in text  # the best FAQ entry
+
+
+def test_outside_hours_says_when_support_opens() -> None:
+    ctx = context(
+        outside_hours=True,
+        received=datetime(2026, 11, 20, 6, 0, tzinfo=UTC),
+        next_open=datetime(2026, 11, 21, 4, 0, tzinfo=UTC),
+    )
+    _, text, _ = composer().acknowledgement(ctx, "<x@d>")
+    assert "arrived outside our support hours" in text
+    assert "Saturday 21 November 2026, 10:00 (Asia/Dhaka)" in text
+
+
+def test_policy_paragraphs_follow_the_category() -> None:
+    c = composer()
+    assert (
+        "provide our products as is"
+        in c.acknowledgement(context(category="customization"), "<a@d>")[1]
+    )
+    assert (
+        "https://desk.example/developers"
+        in c.acknowledgement(context(category="customization"), "<a@d>")[1]
+    )
+    assert (
+        "disable the third-party products"
+        in c.acknowledgement(context(category="third_party"), "<a@d>")[1]
+    )
+    assert (
+        "https://desk.example/contact"
+        in c.acknowledgement(context(category="presales"), "<a@d>")[1]
+    )
+    assert "defect" in c.acknowledgement(context(category="bug"), "<a@d>")[1]
+
+
+def test_subject_from_mail_cannot_inject_headers() -> None:
+    _, _, raw = composer().acknowledgement(
+        context(subject="Hi\r\nBcc: victim@evil.example"), "<a@d>"
+    )
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["Bcc"] is None and "victim" not in (msg["To"] or "")
+    headers = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\nBcc:" not in headers and b"\r\nBcc" not in headers
+
+
+def test_faq_ranking_prefers_matching_entries() -> None:
+    index = FaqIndex([FaqEntry("How do I run payroll?", "Pay Run"), FaqEntry("Install", "Upload")])
+    assert [e.question for e in index.top("payroll run for november")] == ["How do I run payroll?"]
+    assert index.top("the and of") == []
+
+
+def test_templates_can_be_overridden(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "acknowledgement.txt.j2").write_text("Ticket {{ ctx.tag }} received.\n")
+    _, text, _ = composer(str(tmp_path)).acknowledgement(context(), "<a@d>")
+    assert text == "Ticket [WPERP #12] received.\n"
+
+
+def test_sales_copy_goes_to_sales() -> None:
+    subject, text, raw = composer().sales_copy(
+        context(category="presales"), "What does it cost?", "<s@d>"
+    )
+    msg = message_from_bytes(raw, policy=policy.default)
+    assert msg["To"] == "sales@desk.example" and msg["Auto-Submitted"] == "auto-generated"
+    assert "What does it cost?" in text and subject.startswith("[WPERP #12]")
+
+
+def _form_mail(reply_to: tuple[Address, ...], text: str) -> ParsedMail:
+    return ParsedMail(
+        message_id=None,
+        in_reply_to=(),
+        references=(),
+        sender=Address("form@desk.example"),
+        to=(),
+        cc=(),
+        reply_to=reply_to,
+        subject="Contact form",
+        date_header="",
+        date=None,
+        text=text,
+    )
+
+
+def test_form_customer_from_reply_to_or_body() -> None:
+    assert form_customer(_form_mail((Address("c@x.example", "C"),), "")) == Address(
+        "c@x.example", "C"
+    )
+    body = "Name: Rahim Uddin\nEmail: Rahim@Example.com\nMessage: hello"
+    assert form_customer(_form_mail((), body)) == Address("rahim@example.com", "Rahim Uddin")
+    assert form_customer(_form_mail((), "no address here")) is None
