@@ -13,6 +13,7 @@ from supportd.adapters.db.models import DuplicateDelivery, MessageRow, Quarantin
 from tests.conftest import CORPUS
 from tests.support.desk import count, incoming, make_desk, run_once
 from tests.support.dovecot import Account, Dovecot
+from tests.support.smtp import Sink
 
 pytestmark = pytest.mark.slow
 
@@ -57,3 +58,65 @@ def test_every_corpus_message_is_stored_or_quarantined(
         for raw, size in conn.execute(query):
             assert len(raw) == size
             assert fold(raw) in delivered
+
+
+ROBOTS = {"auto_reply", "bounce_dsn", "mailing_list"}
+
+
+@pytest.mark.skipif(not corpus_emails(), reason=f"corpus not found at {CORPUS}")
+def test_robots_get_no_acknowledgement_and_people_exactly_one(
+    sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink
+) -> None:
+    files = corpus_emails()
+    category_of = {}
+    for path, category in files:
+        raw = path.read_bytes()
+        category_of[hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()] = category
+        dovecot.deliver(account, raw)
+    # Many corpus messages share a sender; lift the per-sender limit to see every decision.
+    desk = make_desk(
+        sqlite_url, dovecot, account, imap__batch_size=50, support__autoreply_per_sender=10_000
+    )
+    run_once(desk)
+    with desk.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                MessageRow.id,
+                MessageRow.ticket_number,
+                MessageRow.raw,
+                MessageRow.automatic,
+                MessageRow.reply_decision,
+            ).where(MessageRow.direction == "in")
+        ).all()
+        acks = (
+            conn.execute(select(MessageRow.ticket_number).where(MessageRow.kind == "auto_reply"))
+            .scalars()
+            .all()
+        )
+    first_of_ticket: dict[int, int] = {}
+    for row in rows:
+        first_of_ticket.setdefault(row.ticket_number, row.id)
+        first_of_ticket[row.ticket_number] = min(first_of_ticket[row.ticket_number], row.id)
+    sent = 0
+    people = 0
+    for row in rows:
+        category = category_of[hashlib.sha256(row.raw.replace(b"\r\n", b"\n")).hexdigest()]
+        if category in ROBOTS:
+            assert row.reply_decision != "sent", f"acknowledged a robot ({category})"
+            continue
+        if row.reply_decision == "sent":
+            sent += 1
+        opened_ticket = first_of_ticket[row.ticket_number] == row.id
+        if (
+            opened_ticket
+            and not row.automatic
+            and "no usable reply address" not in row.reply_decision
+        ):
+            people += 1
+            assert row.reply_decision == "sent", row.reply_decision
+    print(
+        f"corpus: {sent} acknowledgements for {people} tickets opened by people; "
+        f"{len(smtp.received)} reached the SMTP sink"
+    )
+    assert sent == people == len(smtp.received) == len(acks)
+    assert len(set(acks)) == len(acks)  # one per ticket
