@@ -61,6 +61,9 @@ class Dovecot:
         self.root.chmod(0o755)
         self.port = free_port()
         self.tls_port = free_port()
+        # Where Dovecot's LDA submits the mail Sieve sends (vacation replies): a test's
+        # SMTP router listens there when it needs to.
+        self.submission_port = free_port()
         self.passwd = self.root / "passwd"
         self.passwd.write_text("")
         self.log = self.root / "dovecot.log"
@@ -124,6 +127,14 @@ default_login_user = dovenull
 default_internal_user = dovecot
 mail_max_userip_connections = 100
 imap_max_line_length = 1M
+postmaster_address = postmaster@dovecot.test
+submission_host = 127.0.0.1:{self.submission_port}
+protocol lda {{
+  mail_plugins = $mail_plugins sieve
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}}
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.passwd}
@@ -224,3 +235,22 @@ service imap-login {{
         if when is not None:
             os.utime(tmp, (when, when))
         os.rename(tmp, base / "new" / name)
+
+
+def lda_binary() -> str | None:
+    path = "/usr/lib/dovecot/dovecot-lda"
+    plugin = "/usr/lib/dovecot/modules/lib90_sieve_plugin.so"
+    return path if os.path.exists(path) and os.path.exists(plugin) else None
+
+
+def install_sieve(dovecot: Dovecot, account: Account, script: str) -> None:
+    """Make `script` the account's active Sieve script (owned by the mail user)."""
+    folder = account.home / "sieve"
+    folder.mkdir(exist_ok=True)
+    target = folder / "active.sieve"
+    target.write_text(script)
+    link = account.home / ".dovecot.sieve"
+    link.symlink_to(target)
+    for path in (folder, target):
+        os.chown(path, dovecot.uid, dovecot.gid)
+    os.lchown(link, dovecot.uid, dovecot.gid)
