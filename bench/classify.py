@@ -1,6 +1,6 @@
 """Precision and recall of the classifier on the labelled set in tests/data.
 
-    .venv/bin/python bench/classify.py
+.venv/bin/python bench/classify.py
 """
 
 from __future__ import annotations

@@ -23,6 +23,11 @@ def test_demo_threads_sample_mail_into_tickets_and_leaves_nothing_behind() -> No
     assert "#1 [open] 'Cannot install WPERP on PHP 8.2'" in out and "(2 message(s))" in out
     assert "mallory@elsewhere.example (1 message(s))" in out
     assert "automatic: Auto-Submitted: auto-replied" in out
+    # Alice and Mallory are acknowledged; Carol's out-of-office reply is not answered.
+    assert "The SMTP sink received 2 acknowledgement(s)" in out
+    assert "To: Alice Rahman <alice@customer.example>" in out
+    assert "Subject: [WPERP #1] Cannot install WPERP on PHP 8.2" in out
+    assert "To: Carol" not in out
     folder = next(line.split()[1] for line in out.splitlines() if line.startswith("database:"))
     assert not Path(folder).exists()
 
@@ -65,4 +70,6 @@ def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
     [wheel] = tmp_path.glob("supportd-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "supportd/migrations/env.py" in names
+    assert "supportd/defaults/templates/acknowledgement.txt.j2" in names
+    assert "supportd/defaults/faq.toml" in names
     assert any(n.startswith("supportd/migrations/versions/0001") for n in names)

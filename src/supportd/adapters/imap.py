@@ -63,6 +63,7 @@ class ImapSource:
         self.settings = settings
         self.client: IMAPClient | None = None
         self.uidvalidity = 0
+        self.last_seen_uid = 0  # highest UID handed out by uids_after
 
     @property
     def key(self) -> str:
@@ -150,7 +151,9 @@ class ImapSource:
             found = self._client().search(["UID", f"{last_uid + 1}:*"])
         except _NETWORK_ERRORS as exc:
             raise self._error("SEARCH", exc) from exc
-        return sorted(uid for uid in found if uid > last_uid)
+        new = sorted(uid for uid in found if uid > last_uid)
+        self.last_seen_uid = new[-1] if new else last_uid
+        return new
 
     def fetch(self, uids: Sequence[int]) -> Iterator[list[FetchedMail]]:
         """Batches of at most batch_size messages and about batch_bytes bytes."""
@@ -232,6 +235,10 @@ class ImapSource:
         client = self._client()
         deadline = time.monotonic() + min(timeout, IDLE_MAX)
         try:
+            # Mail that arrived after the last SEARCH was announced (if at all) while we were
+            # busy, not in IDLE: look before idling, or it would wait for the next poll.
+            if self.uids_after(self.last_seen_uid):
+                return
             client.idle()
             try:
                 while not wake.is_set():

@@ -11,6 +11,7 @@ from argparse import Namespace
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
@@ -216,7 +217,8 @@ def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
                 detail = show_ticket(engine, ticket["number"]) or {}
                 echo(
                     f"#{ticket['number']} [{ticket['status']}] {ticket['subject']!r} "
-                    f"from {ticket['requester']} ({ticket['message_count']} message(s))"
+                    f"from {ticket['requester']} ({ticket['message_count']} message(s)), "
+                    f"category {ticket['category']}, reply due {ticket['first_response_due']}"
                 )
                 for msg in detail.get("messages", []):
                     note = f"  (automatic: {msg['automatic']})" if msg["automatic"] else ""
@@ -226,9 +228,20 @@ def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
                     )
             echo(
                 "\nMallory's mail carried ticket #1's tag but she is no participant, "
-                "so it opened its own ticket."
+                "so it opened its own ticket. Carol's out-of-office reply got no answer."
             )
-            echo(f"SMTP sink received {len(sent)} message(s).")
+            echo(f"\nThe SMTP sink received {len(sent)} acknowledgement(s):")
+            for raw in sent:
+                msg = message_from_bytes(raw, policy=policy.default)
+                echo(
+                    f"\n  To: {msg['To']}\n  Subject: {msg['Subject']}\n"
+                    f"  Auto-Submitted: {msg['Auto-Submitted']}"
+                )
+                body = msg.get_body(("plain",))
+                text = body.get_content() if isinstance(body, EmailMessage) else ""
+                for line in text.strip().splitlines()[:14]:
+                    echo(f"  | {line}")
+                echo("  | ...")
             desk.close()
     finally:
         if keep:

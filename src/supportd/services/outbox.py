@@ -84,22 +84,27 @@ class OutboxSender:
         self.give_up_after = give_up_after
         self.batch_size = batch_size
         self._lock = threading.Lock()  # the daemon loop and the scheduler both call in
+        self._again = False
 
     def send_due(self) -> SendStats:
-        """Send every row that is due now; returns what happened."""
+        """Send every row that is due now; returns what happened.
+
+        The daemon loop and the scheduler both call this; one sends while the other only
+        raises `_again`, which makes the sender look once more before it stops.
+        """
         stats = SendStats()
-        if not self._lock.acquire(blocking=False):
-            return stats  # another thread is sending; it will see these rows too
-        try:
-            while True:
-                with self.uow() as store:
-                    batch = store.due(self.clock(), self.batch_size)
-                if not batch:
-                    return stats
-                if not self._send_batch(batch, stats):
-                    return stats
-        finally:
-            self._lock.release()
+        self._again = True
+        while self._again and self._lock.acquire(blocking=False):
+            try:
+                self._again = False
+                while True:
+                    with self.uow() as store:
+                        batch = store.due(self.clock(), self.batch_size)
+                    if not batch or not self._send_batch(batch, stats):
+                        break
+            finally:
+                self._lock.release()
+        return stats
 
     def _send_batch(self, batch: list[DueMail], stats: SendStats) -> bool:
         """False when the server could not be reached (the rest waits for the retry)."""
@@ -118,12 +123,13 @@ class OutboxSender:
                         store.commit()
                     stats.sent += 1
         except SendError as exc:  # no connection: every unsent row waits for its retry
+            log.warning("outbox: %s; %d message(s) wait for their retry", exc, len(pending))
             for item in pending:
-                self._failed(item, exc, stats)
+                self._failed(item, exc, stats, quiet=True)
             return False
         return len(batch) == self.batch_size
 
-    def _failed(self, item: DueMail, exc: SendError, stats: SendStats) -> None:
+    def _failed(self, item: DueMail, exc: SendError, stats: SendStats, quiet: bool = False) -> None:
         now = self.clock()
         attempts = item.attempts + 1
         with self.uow() as store:
@@ -134,7 +140,8 @@ class OutboxSender:
                 stats.failed += 1
             else:
                 at = now + retry_delay(attempts)
-                log.warning(
+                log.log(
+                    logging.DEBUG if quiet else logging.WARNING,
                     "outbox %d to %s: %s (retry at %s)",
                     item.id,
                     item.recipients,
