@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--parse-workers", type=int, default=None)
+    parser.add_argument("--no-acks", action="store_true",
+                        help="support.autoreply = false (ingestion alone)")
     args = parser.parse_args()
 
     dovecot = Dovecot()
@@ -160,6 +162,7 @@ def main() -> None:
                 account,
                 dovecot.port,
                 imap__batch_size=args.batch_size,  # type: ignore[arg-type]
+                support__autoreply=not args.no_acks,
                 **(
                     {"imap__parse_workers": args.parse_workers}
                     if args.parse_workers is not None

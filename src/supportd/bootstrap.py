@@ -6,6 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -156,11 +157,12 @@ def build_desk(
     workers = settings.imap.parse_workers
     if workers is None:
         workers = 1 if (os.cpu_count() or 1) > 1 else 0
-    pool = ParsePool(workers) if workers > 0 else None
+    rules = settings.classification.rules
+    pool = ParsePool(workers, rules) if workers > 0 else None
     ingestor = Ingestor(
         unit_of_work(engine),
         desk_identity,
-        parse_serial,
+        partial(parse_serial, rules=rules),
         utcnow,
         parse_async=pool.parse_async if pool else None,
         replies=build_replies(settings),

@@ -18,7 +18,7 @@ from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 
-from supportd.domain.mail import Address, Bounce, ParsedMail
+from supportd.domain.mail import Address, Bounce, ParsedMail, body_digest
 
 TEXT_LIMIT = 1_000_000  # characters of body text kept on the ticket (raw is kept whole)
 PART_LIMIT = 8 * 1024 * 1024  # bytes of one text part decoded at most
@@ -368,6 +368,7 @@ def parse(raw: bytes) -> ParsedMail:
         return_path=clean_header(_unfold(return_path)).strip("<> ") if return_path else None,
         content_type=content_type,
         defects=tuple(defects),
+        body_digest=body_digest(raw),
         bounce=_bounce(
             msg, raw, headers, sender.email if sender else "", subject, text, message_id
         ),

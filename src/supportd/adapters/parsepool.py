@@ -9,28 +9,36 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 
 from supportd.adapters import mailparse
+from supportd.domain.classify import classify, rules_from
 from supportd.domain.mail import ParsedMail
+from supportd.domain.robots import automatic_reason
 
 log = logging.getLogger(__name__)
 
 Parsed = list[ParsedMail | BaseException]
+RuleOverrides = Mapping[str, Sequence[str]]
 
 
 class ParseFailure(Exception):
     """Why a message could not be parsed (picklable, unlike some library exceptions)."""
 
 
-def parse_serial(raws: Sequence[bytes]) -> Parsed:
-    """Parse each message; a failure is returned in its place, never raised."""
+def parse_serial(raws: Sequence[bytes], rules: RuleOverrides | None = None) -> Parsed:
+    """Parse and classify each message; a failure is returned in its place, never raised."""
+    compiled = rules_from(rules)
     results: Parsed = []
     for raw in raws:
         try:
-            results.append(mailparse.parse(raw))
+            mail = mailparse.parse(raw)
+            if not automatic_reason(mail):  # robots open no ticket worth a category
+                mail = replace(mail, category=classify(mail.subject, mail.text, compiled))
+            results.append(mail)
         except Exception as exc:
             results.append(ParseFailure(f"{type(exc).__name__}: {exc}"))
     return results
@@ -39,8 +47,9 @@ def parse_serial(raws: Sequence[bytes]) -> Parsed:
 class ParsePool:
     """parse_async(raws) returns a callable that waits for the parsed batch."""
 
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, rules: RuleOverrides | None = None) -> None:
         self.workers = workers
+        self.rules = rules
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
@@ -53,7 +62,7 @@ class ParsePool:
     def parse_async(self, raws: Sequence[bytes]) -> Callable[[], Parsed]:
         batch = list(raws)
         try:
-            future: Future[Parsed] | None = self._executor().submit(parse_serial, batch)
+            future: Future[Parsed] | None = self._executor().submit(parse_serial, batch, self.rules)
         except (BrokenProcessPool, RuntimeError):
             self._reset()
             future = None
@@ -65,7 +74,7 @@ class ParsePool:
                 except BrokenProcessPool:
                     log.warning("parse worker died; parsing this batch in-process")
                     self._reset()
-            return parse_serial(batch)
+            return parse_serial(batch, self.rules)
 
         return result
 
@@ -78,9 +87,3 @@ class ParsePool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-
-
-def parse_now(raws: Sequence[bytes]) -> Callable[[], Parsed]:
-    """The in-process variant of ParsePool.parse_async (one core, tests, replay)."""
-    results = parse_serial(raws)
-    return lambda: results

@@ -48,6 +48,9 @@ class ParsedMail:
     content_type: str = "text/plain"
     defects: tuple[str, ...] = ()
     bounce: Bounce | None = None
+    # Filled where the mail is parsed (the parse worker, on the second core):
+    body_digest: str = ""  # see body_digest()
+    category: str = ""  # see domain.classify; "" = not classified yet
 
     def thread_references(self) -> tuple[str, ...]:
         """Message-IDs this mail answers, the nearest parent first."""
@@ -58,7 +61,7 @@ class ParsedMail:
         return tuple(seen)
 
 
-def _body_digest(raw: bytes) -> str:
+def body_digest(raw: bytes) -> str:
     """Hash of the body bytes with all whitespace folded (CRLF and LF copies agree)."""
     end = raw.find(b"\r\n\r\n")
     lf_end = raw.find(b"\n\n")
@@ -82,7 +85,7 @@ def dedup_key(mail: ParsedMail, raw: bytes) -> str:
         sender,
         " ".join(mail.date_header.split()),
         mail.subject,
-        _body_digest(raw),
+        mail.body_digest or body_digest(raw),
     ]
     joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
     return hashlib.sha256(joined).hexdigest()

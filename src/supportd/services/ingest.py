@@ -323,7 +323,7 @@ class Ingestor:
         if decision.ticket is None:
             due = None
             if replies and not automatic:
-                category = classify(mail.subject, mail.text, replies.rules)
+                category = mail.category or classify(mail.subject, mail.text, replies.rules)
                 due = due_at(
                     fetched.internaldate,
                     replies.response_hours,
@@ -387,6 +387,8 @@ class Ingestor:
         replies = self.replies
         assert replies is not None
         sender = mail.sender.email if mail.sender else ""
+        # The history lookups only matter when every cheaper rule lets the reply through.
+        look = bool(sender) and new_ticket and replies.enabled and not automatic_reason(mail)
         decision = decide_acknowledgement(
             mail,
             ReplyFacts(
@@ -396,10 +398,10 @@ class Ingestor:
                 agents=self.desk.agents,
                 secret=replies.secret,
                 sent_to_sender_last_24h=plan.acknowledged_since(sender, plan.now - DAY)
-                if sender
+                if look
                 else 0,
                 per_sender_limit=replies.per_sender_limit,
-                suppressed_until=plan.suppressed_until(sender) if sender else None,
+                suppressed_until=plan.suppressed_until(sender) if look else None,
                 now=plan.now,
                 enabled=replies.enabled,
             ),
