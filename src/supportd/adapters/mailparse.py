@@ -325,9 +325,27 @@ def _bounce(
         return None
 
 
+_HEADER_PARSER = BytesParser(policy=policy.compat32)
+_SINGLE_PART = re.compile(rb"^content-type:\s*(multipart|message)/", re.IGNORECASE | re.MULTILINE)
+
+
+def _message(raw: bytes) -> Message:
+    """The parsed message. A single-part mail skips the feed parser's line-by-line walk of
+    its body: the headers are parsed and the body bytes become the payload as they are
+    (the same surrogate-escaped form the full parser produces)."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0 or _SINGLE_PART.search(raw, 0, end):
+        return _PARSER.parsebytes(raw)
+    msg = _HEADER_PARSER.parsebytes(raw[: end + 2], headersonly=True)
+    if msg.defects:
+        return _PARSER.parsebytes(raw)
+    msg.set_payload(raw[end + 4 :].decode("ascii", "surrogateescape"))
+    return msg
+
+
 def parse(raw: bytes) -> ParsedMail:
     """ParsedMail from a message's raw bytes; raises only if nothing at all is readable."""
-    msg = _PARSER.parsebytes(raw)
+    msg = _message(raw)
     headers: dict[str, str] = {}
     for name, value in msg.raw_items():
         key = name.strip().lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,10 +84,12 @@ def run(ctx: click.Context, once: bool) -> None:
     runner.install_signal_handlers()
     try:
         if once:
+            started = time.monotonic()
             stats = runner.run_once()
             click.echo(
                 f"stored {stats.stored}, duplicates {stats.duplicates}, "
-                f"quarantined {stats.quarantined}, new tickets {stats.new_tickets}"
+                f"quarantined {stats.quarantined}, new tickets {stats.new_tickets} "
+                f"in {time.monotonic() - started:.2f} s"
             )
         else:
             runner.run_forever()

@@ -240,10 +240,11 @@ class Ingestor:
         uidvalidity: int,
         items: list[tuple[FetchedMail, ParsedMail]],
         now: datetime,
+        want_ids: bool = False,
     ) -> tuple[IngestStats, list[int]]:
         """Thread and store a chunk of parsed messages; raises if any of it fails.
 
-        Returns the statistics and the row ids of the messages stored, in order.
+        Returns the statistics and, with `want_ids`, the row ids of the messages stored.
         """
         stats = IngestStats()
         if not items:
@@ -260,7 +261,7 @@ class Ingestor:
             else:
                 self.file_message(plan, fetched, mail, key)
                 stats.stored += 1
-        stats.ticket_numbers, row_ids = plan.flush()
+        stats.ticket_numbers, row_ids = plan.flush(want_ids=want_ids)
         stats.new_tickets = len(stats.ticket_numbers)
         return stats, row_ids
 
@@ -284,7 +285,7 @@ class Ingestor:
                 )
             now = self.clock()
             stats, row_ids = self._apply(
-                store, item.mailbox, item.uidvalidity, [(item.fetched, mail)], now
+                store, item.mailbox, item.uidvalidity, [(item.fetched, mail)], now, want_ids=True
             )
             if not stats.stored:
                 raise SupportdError(

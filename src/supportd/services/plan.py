@@ -180,7 +180,7 @@ class ChunkPlan:
             return key
         return None
 
-    def flush(self) -> tuple[list[int], list[int]]:
+    def flush(self, want_ids: bool = False) -> tuple[list[int], list[int]]:
         """Write the plan; returns the numbers of the tickets it opened and the message rows."""
         numbers = self.store.insert_tickets(
             [
@@ -205,7 +205,9 @@ class ChunkPlan:
 
         for row in self.messages:
             row["ticket_number"] = real(row["ticket_number"])  # type: ignore[arg-type]
-        row_ids = self.store.insert_messages(self.messages)
+        # Row ids are needed only to link duplicates of this chunk's messages (and replays).
+        need_ids = want_ids or any(isinstance(ref, str) for ref, _ in self.duplicates)
+        row_ids = self.store.insert_messages(self.messages, returning=need_ids)
         self.store.insert_participants(
             [{"ticket_number": real(t), "address": a, "role": r} for t, a, r in self.participants]
         )
@@ -290,4 +292,4 @@ class ChunkPlan:
                 }
             )
         self.store.finish_outbox(finished)
-        self.store.insert_messages(copies)
+        self.store.insert_messages(copies, returning=False)

@@ -59,8 +59,10 @@ class TicketStore(Protocol):
     def insert_tickets(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
         """Insert tickets; their numbers, in the order given."""
 
-    def insert_messages(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
-        """Insert message rows; their ids, in the order given."""
+    def insert_messages(
+        self, rows: Sequence[Mapping[str, object]], returning: bool = True
+    ) -> list[int]:
+        """Insert message rows; their ids in the order given ([] without `returning`)."""
 
     def insert_participants(self, rows: Sequence[Mapping[str, object]]) -> None: ...
 

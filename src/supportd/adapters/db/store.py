@@ -147,8 +147,13 @@ class SqlTicketStore:
         result = self.conn.execute(_INSERT_TICKETS, list(rows))
         return [int(n) for n in result.scalars()]
 
-    def insert_messages(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
+    def insert_messages(
+        self, rows: Sequence[Mapping[str, object]], returning: bool = True
+    ) -> list[int]:
         if not rows:
+            return []
+        if not returning:  # plain executemany: much cheaper than RETURNING in bulk
+            self.conn.execute(insert(_messages), list(rows))
             return []
         result = self.conn.execute(_INSERT_MESSAGES, list(rows))
         return [int(n) for n in result.scalars()]
