@@ -94,7 +94,8 @@ def test_migrate_run_once_and_read_tickets(
     }
     assert required <= set(listed[0])
     assert listed[0]["status"] in ("open", "pending", "closed")
-    assert listed[0]["category"] == "other"
+    assert listed[0]["category"] == "installation"  # "Help with installation"
+    assert listed[0]["first_response_due"] is not None
 
     shown = json.loads(
         supportd(config, "tickets", "show", str(listed[0]["number"]), "--json").stdout
@@ -102,8 +103,11 @@ def test_migrate_run_once_and_read_tickets(
     assert {"direction", "kind", "from", "to", "subject", "message_id", "date", "text"} <= set(
         shown["messages"][0]
     )
-    assert [m["direction"] for m in shown["messages"]] == ["in", "in"]
-    assert shown["messages"][0]["kind"] == "customer"
+    assert [(m["direction"], m["kind"]) for m in shown["messages"]] == [
+        ("in", "customer"),
+        ("in", "customer"),
+        ("out", "auto_reply"),
+    ]
 
     table = supportd(config, "tickets", "list").stdout
     assert "Licence question" in table and "alice@customer.example" in table
