@@ -190,3 +190,22 @@ def test_bad_config_names_key_and_file(tmp_path: Path) -> None:
 def test_missing_config_file_is_explained(tmp_path: Path) -> None:
     result = supportd(tmp_path / "absent.toml", "tickets", "list")
     assert result.returncode == 1 and "not found" in result.stderr
+
+
+def test_outbox_list_and_retry(config: Path, dovecot: Dovecot, account: Account) -> None:
+    assert supportd(config, "migrate").returncode == 0
+    append(dovecot, account, make_mail())
+    closed = {"SUPPORTD_SMTP__PORT": str(free_port())}  # SMTP unreachable: the ack waits
+    assert supportd(config, "run", "--once", env=closed).returncode == 0
+    [row] = json.loads(supportd(config, "outbox", "list", "--json").stdout)
+    assert row["status"] == "pending" and row["kind"] == "auto_reply"
+    assert row["to"] == "alice@customer.example" and row["attempts"] == 1
+    assert "Connect" in row["last_error"] or "connect" in row["last_error"]
+    assert "auto_reply" in supportd(config, "outbox", "list").stdout
+    retried = supportd(config, "outbox", "retry", str(row["id"]))
+    assert retried.returncode == 0 and "queued" in retried.stdout
+    assert supportd(config, "run", "--once").returncode == 0  # now the sink answers
+    [sent] = json.loads(supportd(config, "outbox", "list", "--json", "--status", "sent").stdout)
+    assert sent["id"] == row["id"]
+    missing = supportd(config, "outbox", "retry", "999")
+    assert missing.returncode == 1 and "999" in missing.stderr
