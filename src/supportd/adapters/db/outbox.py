@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import cast
 
 from sqlalchemy import Connection, Engine, Table, select, update
 
 from supportd.adapters.db.models import OutboxItem
+from supportd.adapters.db.store import transactions
 from supportd.services.outbox import DueMail
 
 _outbox = cast(Table, OutboxItem.__table__)
@@ -71,15 +72,5 @@ class SqlOutboxStore:
 
 
 def outbox_unit_of_work(engine: Engine) -> Callable[[], AbstractContextManager[SqlOutboxStore]]:
-    writer = engine.execution_options(writer=True)
-
-    @contextmanager
-    def _uow() -> Iterator[SqlOutboxStore]:
-        with writer.connect() as conn:
-            try:
-                yield SqlOutboxStore(conn)
-            finally:
-                if conn.in_transaction():
-                    conn.rollback()
-
-    return _uow
+    """Transactions for the outbox sender (one per row it marks)."""
+    return transactions(engine, SqlOutboxStore)

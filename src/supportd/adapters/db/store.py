@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import cast
+from typing import TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 
@@ -258,17 +258,27 @@ class SqlTicketStore:
         self.conn.commit()
 
 
-def unit_of_work(engine: Engine) -> Callable[[], AbstractContextManager[SqlTicketStore]]:
-    """A factory of transactions: `with uow() as store: ...; store.commit()`; rollback otherwise."""
+T = TypeVar("T")
+
+
+def transactions(
+    engine: Engine, wrap: Callable[[Connection], T]
+) -> Callable[[], AbstractContextManager[T]]:
+    """A factory of writer transactions: `with uow() as x: ...; x.commit()`; else rollback."""
     writer = engine.execution_options(writer=True)
 
     @contextmanager
-    def _uow() -> Iterator[SqlTicketStore]:
+    def _uow() -> Iterator[T]:
         with writer.connect() as conn:
             try:
-                yield SqlTicketStore(conn)
+                yield wrap(conn)
             finally:
                 if conn.in_transaction():
                     conn.rollback()
 
     return _uow
+
+
+def unit_of_work(engine: Engine) -> Callable[[], AbstractContextManager[SqlTicketStore]]:
+    """Transactions for ingestion."""
+    return transactions(engine, SqlTicketStore)
