@@ -159,7 +159,8 @@ def test_check_passes_against_live_servers(config: Path) -> None:
     supportd(config, "migrate")
     result = supportd(config, "check")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * 4
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * 5
+    assert "10 FAQ entries" in result.stdout and "Saturday to Thursday" in result.stdout
 
 
 def test_check_names_each_failure(config: Path, tmp_path: Path) -> None:
@@ -172,6 +173,15 @@ def test_check_names_each_failure(config: Path, tmp_path: Path) -> None:
     assert lines["imap"].startswith("FAIL") and "login refused" in lines["imap"]
     assert "wrong" not in lines["imap"].replace("wrong-", "")
     assert lines["smtp"].startswith("FAIL") and "127.0.0.1" in lines["smtp"]
+
+
+def test_check_names_a_bad_faq_file(config: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "faq.toml"
+    broken.write_text("[[entry]]\nquestion = 'no answer'\n")
+    result = supportd(config, "check", env={"SUPPORTD_SUPPORT__FAQ_FILE": str(broken)})
+    assert result.returncode == 1
+    [line] = [x for x in result.stdout.splitlines() if x.startswith("FAIL replies")]
+    assert "support.faq_file" in line and str(broken) in line
 
 
 def test_bad_config_names_key_and_file(tmp_path: Path) -> None:

@@ -24,6 +24,20 @@ def run_checks(config_path: Path | None, echo: Callable[[str], None]) -> bool:
     echo(f"ok   config: {path}")
     ok = True
 
+    from supportd.bootstrap import build_replies
+
+    try:
+        replies = build_replies(settings)
+        faq = replies.composer.faq.entries  # type: ignore[attr-defined]
+        echo(
+            f"ok   replies: templates render, {len(faq)} FAQ entries, support hours "
+            f"{replies.hours.days[0]} {settings.hours.open:%H:%M}-{settings.hours.close:%H:%M} "
+            f"{settings.hours.timezone}"
+        )
+    except SupportdError as exc:
+        echo(f"FAIL replies: {exc}")
+        ok = False
+
     try:
         engine = build_engine(settings)
         schema.require_current(engine)
