@@ -8,7 +8,7 @@ from imapclient import IMAPClient
 from sqlalchemy import Engine, func, select
 
 from supportd.adapters.db import schema
-from supportd.adapters.db.models import MessageRow, Ticket
+from supportd.adapters.db.models import MessageRow
 from supportd.bootstrap import Desk, build_desk, build_engine
 from supportd.config import Settings, settings_from_dict
 from supportd.entrypoints.daemon import Runner
@@ -60,10 +60,3 @@ def incoming(engine: Engine) -> int:
     with engine.connect() as conn:
         query = select(func.count()).select_from(MessageRow).where(MessageRow.direction == "in")
         return int(conn.execute(query).scalar_one())
-
-
-def tickets_and_messages(engine: Engine) -> tuple[int, int]:
-    with engine.connect() as conn:
-        t = conn.execute(select(func.count()).select_from(Ticket)).scalar_one()
-        m = conn.execute(select(func.count()).select_from(MessageRow)).scalar_one()
-    return int(t), int(m)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
 
-from supportd.domain.mail import Address, ParsedMail
+from supportd.domain.mail import ParsedMail
 
 
 class ThreadReason(StrEnum):
@@ -103,8 +103,3 @@ def new_participants(
         if addr.email and addr.email not in excluded:
             found.add(addr.email)
     return frozenset(found)
-
-
-def requester_of(mail: ParsedMail) -> Address | None:
-    """Who a new ticket belongs to: the sender."""
-    return mail.sender

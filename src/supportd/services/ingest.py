@@ -369,7 +369,7 @@ class Ingestor:
         )
         if replies is not None:
             row["reply_decision"] = self._reply(
-                plan, ticket, mail, fetched, category, decision.ticket is None
+                plan, ticket, mail, fetched, category, decision.ticket is None, automatic
             )
         plan.add_message(ticket, row, mail, key, reopen=kind == "customer" and not automatic)
         log.debug("%s UID %d -> ticket %d (%s)", plan.mailbox, fetched.uid, ticket, decision.reason)
@@ -383,13 +383,14 @@ class Ingestor:
         fetched: FetchedMail,
         category: str,
         new_ticket: bool,
+        automatic: str,
     ) -> str:
         """Decide about (and queue) the acknowledgement; returns the decision as recorded."""
         replies = self.replies
         assert replies is not None
         sender = mail.sender.email if mail.sender else ""
         # The history lookups only matter when every cheaper rule lets the reply through.
-        look = bool(sender) and new_ticket and replies.enabled and not automatic_reason(mail)
+        look = bool(sender) and new_ticket and replies.enabled and not automatic
         decision = decide_acknowledgement(
             mail,
             ReplyFacts(
@@ -407,7 +408,7 @@ class Ingestor:
                 enabled=replies.enabled,
             ),
         )
-        if not new_ticket or automatic_reason(mail):
+        if not new_ticket or automatic:
             return decision.describe()
         context = self._context(mail, fetched, category)
         composer = replies.composer
