@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -44,6 +49,31 @@ def parse_serial(raws: Sequence[bytes], rules: RuleOverrides | None = None) -> P
     return results
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: the worker exits when the daemon that started it dies."""
+    # After a kill -9 of the daemon outside systemd, a worker would block forever on its
+    # task queue (it holds the pipe's write end too), and the resource tracker lives as long
+    # as the worker: orphans. PDEATHSIG fires when the *thread* that spawned the worker
+    # exits, so submit from a long-lived thread; the ppid poll covers non-Linux.
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
 class ParsePool:
     """parse_async(raws) returns a callable that waits for the parsed batch."""
 
@@ -56,7 +86,12 @@ class ParsePool:
         if self._pool is None:
             # spawn: the daemon has threads (scheduler) and sockets that must not be forked
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=context,
+                initializer=_die_with_parent,
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     def parse_async(self, raws: Sequence[bytes]) -> Callable[[], Parsed]:
