@@ -16,6 +16,7 @@ from supportd.adapters.compose import Composer, FaqIndex, defaults_dir
 from supportd.adapters.db import schema
 from supportd.adapters.db.engine import make_engine
 from supportd.adapters.db.outbox import outbox_unit_of_work
+from supportd.adapters.db.ownership import MailboxLock, mailbox_lock
 from supportd.adapters.db.store import unit_of_work
 from supportd.adapters.imap import ImapSource
 from supportd.adapters.parsepool import ParsePool, parse_serial
@@ -45,6 +46,10 @@ class Desk:
 
     def make_source(self) -> ImapSource:
         return ImapSource(self.settings.imap)
+
+    def make_lock(self, mailbox: str) -> MailboxLock:
+        """The one-owner-per-mailbox lock for `mailbox` on this desk's database."""
+        return mailbox_lock(self.engine, mailbox, self.settings.ha.takeover_seconds)
 
     def close(self) -> None:
         if self.parse_pool is not None:

@@ -59,6 +59,9 @@ class ImapSettings(_Section):
     batch_size: int = Field(default=200, ge=1, le=5000)
     batch_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
     timeout: float = Field(default=60.0, gt=0)
+    # IDLE is ended and re-issued after this many seconds without news (RFC 2177: at most
+    # 29 minutes); the DONE and the folder check that follow prove the peer is alive.
+    idle_timeout: float = Field(default=300.0, gt=0, le=29 * 60)
     ca_file: str = ""
     tls_verify: bool = True
     max_backoff: float = Field(default=300.0, gt=0)
@@ -198,6 +201,12 @@ class ClassificationSettings(_Section):
         return rules
 
 
+class HaSettings(_Section):
+    """One owner per mailbox: how fast a standby takes over from a dead owner."""
+
+    takeover_seconds: float = Field(default=30.0, ge=2, le=3600)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -219,6 +228,7 @@ class Settings(BaseSettings):
     hours: HoursSettings = Field(default_factory=HoursSettings)
     sla: SlaSettings = Field(default_factory=SlaSettings)
     classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
+    ha: HaSettings = Field(default_factory=HaSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
 

@@ -28,3 +28,11 @@ class SendError(SupportdError):
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+
+
+class FencedError(SupportdError):
+    """This process no longer owns the mailbox: its batch was rolled back, not committed."""
+
+
+class NotOwnerError(SupportdError):
+    """Another process owns the mailbox (the message names it)."""

@@ -159,8 +159,9 @@ def test_check_passes_against_live_servers(config: Path) -> None:
     supportd(config, "migrate")
     result = supportd(config, "check")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * 5
+    assert [line.split()[0] for line in result.stdout.splitlines()] == ["ok"] * 6
     assert "10 FAQ entries" in result.stdout and "Saturday to Thursday" in result.stdout
+    assert "nobody serves imap://" in result.stdout
 
 
 def test_check_names_each_failure(config: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -13,19 +14,25 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import imapclient
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exc
 
 from supportd.config import ImapSettings
 from supportd.domain.mail import FetchedMail
 from supportd.errors import LoginError, MailboxError
+from supportd.services.ports import ArchiveJournal
 
 log = logging.getLogger(__name__)
 
 _NETWORK_ERRORS = (imaplib.IMAP4.error, OSError, socket.timeout, ssl.SSLError, EOFError)
 SIZE_CHUNK = 1000  # UIDs per RFC822.SIZE request when planning batches
 IDLE_SLICE = 1.0  # seconds between stop checks while idling
-IDLE_MAX = 25 * 60  # re-issue IDLE before the 29-minute server limit
+# imapclient's idle_check returns [] at once, again and again, on a closed connection; this
+# many early empty returns in a row mean the peer is gone even when no EOF can be seen.
+EARLY_EMPTY_LIMIT = 5
+# TCP keepalive: a peer host that vanished without a FIN is noticed within about 2 minutes.
+KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 5}
 
 
 def tls_context(ca_file: str, verify: bool) -> ssl.SSLContext:
@@ -64,6 +71,8 @@ class ImapSource:
         self.client: IMAPClient | None = None
         self.uidvalidity = 0
         self.last_seen_uid = 0  # highest UID handed out by uids_after
+        self.processed_folder = settings.processed_folder  # with the namespace prefix applied
+        self._refused_archive = False
 
     @property
     def key(self) -> str:
@@ -92,6 +101,7 @@ class ImapSource:
         except _NETWORK_ERRORS as exc:
             raise self._error("connect", exc) from exc
         client.normalise_times = False
+        _keepalive(client)
         try:
             if s.security == "starttls":
                 client.starttls(context)
@@ -110,28 +120,79 @@ class ImapSource:
         return client
 
     def open(self) -> int:
-        if self.client is None:
-            client = self.connect()
-            try:
-                info = client.select_folder(
-                    self.settings.folder, readonly=not self.settings.processed_folder
-                )
-            except _NETWORK_ERRORS as exc:
-                _quiet_close(client)
-                raise MailboxError(
-                    f"IMAP folder {self.settings.folder!r} cannot be selected at "
-                    f"{self.settings.host}:{self.settings.effective_port}: {exc}"
-                ) from exc
-            self.client = client
-            self.uidvalidity = int(info.get(b"UIDVALIDITY", 0))
-            if self.settings.processed_folder:
-                self._ensure_folder(self.settings.processed_folder)
-        else:
-            try:
-                self.client.noop()
-            except _NETWORK_ERRORS as exc:
-                raise self._error("NOOP", exc) from exc
+        """Connect and select if needed; else prove the folder is still the one selected.
+
+        Every call checks the folder with STATUS: a folder deleted (and perhaps recreated)
+        under a live session is noticed even where the server keeps the session on the old
+        folder and answers NOOP and SEARCH with nothing (Cyrus does).
+        """
+        if self.client is not None:
+            current = self._status_uidvalidity()
+            if current == self.uidvalidity:
+                return self.uidvalidity
+            log.warning(
+                "%s: UIDVALIDITY of %r is now %d (was %d): the folder was recreated; "
+                "selecting it again",
+                self._where(),
+                self.settings.folder,
+                current,
+                self.uidvalidity,
+            )
+            self.close()
+        client = self.connect()
+        try:
+            info = client.select_folder(
+                self.settings.folder, readonly=not self.settings.processed_folder
+            )
+        except _NETWORK_ERRORS as exc:
+            _quiet_close(client)
+            raise MailboxError(
+                f"IMAP folder {self.settings.folder!r} cannot be selected at "
+                f"{self.settings.host}:{self.settings.effective_port}: {exc}"
+            ) from exc
+        self.client = client
+        self.uidvalidity = int(info.get(b"UIDVALIDITY", 0))
+        self._refused_archive = False
+        if self.settings.processed_folder:
+            self.processed_folder = self.resolve_folder(self.settings.processed_folder)
+            self._ensure_folder(self.processed_folder)
         return self.uidvalidity
+
+    def _status_uidvalidity(self) -> int:
+        client = self._client()
+        try:
+            status = client.folder_status(self.settings.folder, [b"UIDVALIDITY"])
+        except imap_exc.IMAPClientAbortError as exc:
+            raise self._error("STATUS", exc) from exc
+        except imaplib.IMAP4.error as exc:  # NO: the folder is gone
+            self.close()
+            raise MailboxError(
+                f"IMAP folder {self.settings.folder!r} no longer exists at {self._where()}: "
+                f"{exc} (it will be selected again once it is back)"
+            ) from exc
+        except _NETWORK_ERRORS as exc:
+            raise self._error("STATUS", exc) from exc
+        return int(status.get(b"UIDVALIDITY", 0))
+
+    def resolve_folder(self, name: str) -> str:
+        """`name` under the server's personal namespace (Cyrus: "Processed" is INBOX.Processed).
+
+        A name that already starts with the prefix, or INBOX itself, is kept as written.
+        """
+        client = self._client()
+        if not client.has_capability("NAMESPACE"):
+            return name
+        try:
+            personal = client.namespace().personal
+        except _NETWORK_ERRORS as exc:
+            raise self._error("NAMESPACE", exc) from exc
+        if not personal:
+            return name
+        prefix = personal[0][0]
+        prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix or "")
+        if not prefix or name.upper() == "INBOX" or name.startswith(prefix):
+            return name
+        return prefix + name
 
     def _ensure_folder(self, folder: str) -> None:
         assert self.client is not None
@@ -199,11 +260,26 @@ class ImapSource:
             batch.append(FetchedMail(uid, _as_utc(item.get(b"INTERNALDATE")), raw))
         return batch
 
-    def archive(self, up_to_uid: int) -> int:
-        """Move committed messages to imap.processed_folder (only after their commit)."""
-        folder = self.settings.processed_folder
-        if not folder:
+    def archive_method(self) -> str:
+        """How processed mail leaves the folder here: MOVE, COPY+UID EXPUNGE, or refused."""
+        client = self._client()
+        if client.has_capability("MOVE"):
+            return "MOVE"
+        if client.has_capability("UIDPLUS"):
+            return "COPY, STORE \\Deleted, UID EXPUNGE"
+        return ""
+
+    def archive(self, up_to_uid: int, journal: ArchiveJournal) -> int:
+        """Move committed messages (UID <= up_to_uid) to imap.processed_folder, once each.
+
+        Without MOVE: COPY, STORE \\Deleted, UID EXPUNGE, with the copy recorded in
+        `journal` first; after a crash in between, messages whose copy is already in the
+        processed folder are not copied again. Without UIDPLUS as well, a plain EXPUNGE would
+        also remove other clients' \\Deleted mail: refused (logged once, mail left in place).
+        """
+        if not self.settings.processed_folder:
             return 0
+        folder = self.processed_folder
         client = self._client()
         try:
             uids = [u for u in client.search(["UID", f"1:{up_to_uid}"]) if u <= up_to_uid]
@@ -211,16 +287,75 @@ class ImapSource:
                 return 0
             if client.has_capability("MOVE"):
                 client.move(sequence_set(uids), folder)
-            else:
-                client.copy(sequence_set(uids), folder)
-                client.delete_messages(sequence_set(uids))
-                if client.has_capability("UIDPLUS"):
-                    client.uid_expunge(sequence_set(uids))
-                else:
-                    client.expunge()
+                return len(uids)
+            if not client.has_capability("UIDPLUS"):
+                if not self._refused_archive:
+                    log.error(
+                        "%s offers neither MOVE nor UIDPLUS: not moving mail to %r, because "
+                        "a plain EXPUNGE would also remove other clients' \\Deleted mail "
+                        "(leave imap.processed_folder empty to silence this)",
+                        self._where(),
+                        folder,
+                    )
+                    self._refused_archive = True
+                return 0
+            to_copy = uids
+            pending = journal.pending()
+            if pending:
+                done = self._already_copied([u for u in uids if u <= pending], folder)
+                if done:
+                    log.warning(
+                        "%s: %d message(s) were copied to %r before an interruption; "
+                        "not copying them again",
+                        self._where(),
+                        len(done),
+                        folder,
+                    )
+                to_copy = [u for u in uids if u not in done]
+            journal.begin(uids[-1])
+            if to_copy:
+                client.copy(sequence_set(to_copy), folder)
+            client.add_flags(sequence_set(uids), [imapclient.DELETED], silent=True)
+            client.uid_expunge(sequence_set(uids))
+            journal.clear()
         except _NETWORK_ERRORS as exc:
             raise self._error(f"move to {folder!r}", exc) from exc
         return len(uids)
+
+    def _already_copied(self, uids: list[int], folder: str) -> set[int]:
+        """Which of `uids` have an identical copy (size, INTERNALDATE, Message-ID) in folder.
+
+        COPY keeps the bytes and the INTERNALDATE, so these three recognise a copy.
+        """
+        if not uids:
+            return set()
+        client = self._client()
+        wanted = client.fetch(
+            sequence_set(uids),
+            ["RFC822.SIZE", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"],
+        )
+        found: set[int] = set()
+        client.select_folder(folder, readonly=True)
+        try:
+            for uid, item in wanted.items():
+                size = int(item.get(b"RFC822.SIZE", 0))
+                criteria: list[Any] = ["LARGER", size - 1, "SMALLER", size + 1]
+                header = item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"")
+                message_id = _message_id(header if isinstance(header, bytes) else b"")
+                if message_id:
+                    criteria += ["HEADER", "Message-ID", message_id]
+                hits = client.search(criteria)
+                if not hits:
+                    continue
+                dates = client.fetch(hits, ["INTERNALDATE"])
+                when = item.get(b"INTERNALDATE")
+                if any(d.get(b"INTERNALDATE") == when for d in dates.values()):
+                    found.add(uid)
+        finally:
+            info = client.select_folder(self.settings.folder, readonly=False)
+        if int(info.get(b"UIDVALIDITY", 0)) != self.uidvalidity:
+            raise MailboxError(f"UIDVALIDITY of {self.settings.folder!r} changed during a move")
+        return found
 
     def supports_idle(self) -> bool:
         return bool(
@@ -228,35 +363,86 @@ class ImapSource:
         )
 
     def wait(self, timeout: float, wake: threading.Event) -> None:
-        """IDLE until the server reports mail, `wake` is set, or `timeout` passes."""
+        """IDLE until the server reports mail, `wake` is set, or `timeout` passes.
+
+        Every way the connection can end is noticed: EOF (a server restart), `* BYE`, and a
+        peer that says nothing at all (IDLE ends after imap.idle_timeout; the DONE must be
+        answered within imap.timeout). Each raises MailboxError, and the runner reconnects
+        with its backoff: never a busy loop.
+        """
         if not self.supports_idle():
             wake.wait(timeout)
             return
         client = self._client()
-        deadline = time.monotonic() + min(timeout, IDLE_MAX)
+        deadline = time.monotonic() + min(timeout, self.settings.idle_timeout)
         try:
             # Mail that arrived after the last SEARCH was announced (if at all) while we were
             # busy, not in IDLE: look before idling, or it would wait for the next poll.
             if self.uids_after(self.last_seen_uid):
                 return
             client.idle()
-            try:
-                while not wake.is_set():
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    responses = client.idle_check(timeout=min(IDLE_SLICE, remaining))
-                    if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
-                        break
-            finally:
-                client.idle_done()
+            self._idle_until(client, deadline, wake)
+            client.idle_done()
         except _NETWORK_ERRORS as exc:
             raise self._error("IDLE", exc) from exc
+
+    def _idle_until(self, client: IMAPClient, deadline: float, wake: threading.Event) -> None:
+        early_empty = 0
+        while not wake.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            window = min(IDLE_SLICE, remaining)
+            started = time.monotonic()
+            responses = client.idle_check(timeout=window)
+            for response in responses:
+                if response and response[0] == b"BYE":
+                    text = b" ".join(r for r in response[1:] if isinstance(r, bytes))
+                    raise EOFError(f"server said BYE: {text.decode(errors='replace')}")
+            if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                return
+            if responses or time.monotonic() - started >= window / 2:
+                early_empty = 0
+                continue
+            # Nothing, and sooner than asked: imapclient swallows EOF this way.
+            early_empty += 1
+            if _peer_closed(client) or early_empty >= EARLY_EMPTY_LIMIT:
+                raise EOFError("connection closed by the server during IDLE")
 
     def close(self) -> None:
         if self.client is not None:
             _quiet_close(self.client)
             self.client = None
+
+
+def _keepalive(client: IMAPClient) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        sock = client.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in KEEPALIVE.items():
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+
+
+def _peer_closed(client: IMAPClient) -> bool:
+    """True when the peer's FIN is what is waiting on the socket (the TCP stream has ended)."""
+    try:
+        sock = client.socket()
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        # Below any TLS layer: an empty peek is the end of the TCP stream.
+        return socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):
+        return True
+
+
+def _message_id(header: bytes) -> str:
+    _, _, value = header.decode("ascii", errors="replace").partition(":")
+    value = " ".join(value.split())
+    return value if value.startswith("<") and value.endswith(">") else ""
 
 
 def _quiet_close(client: IMAPClient) -> None:

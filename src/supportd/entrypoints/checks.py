@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from supportd.errors import SupportdError
+
+if TYPE_CHECKING:
+    from supportd.adapters.imap import ImapSource
+    from supportd.config import Settings
 
 
 def run_checks(config_path: Path | None, echo: Callable[[str], None]) -> bool:
@@ -58,11 +63,14 @@ def run_checks(config_path: Path | None, echo: Callable[[str], None]) -> bool:
         uidvalidity = source.open()
         count = len(source.uids_after(0))
         echo(f"ok   imap: {source.key} (UIDVALIDITY {uidvalidity}, {count} message(s))")
+        ok = _check_processed_folder(source, echo) and ok
     except SupportdError as exc:
         echo(f"FAIL imap: {exc}")
         ok = False
     finally:
         source.close()
+
+    ok = _check_owner(settings, source.key, echo) and ok
 
     try:
         echo(f"ok   smtp: {probe(settings.smtp)}")
@@ -70,3 +78,42 @@ def run_checks(config_path: Path | None, echo: Callable[[str], None]) -> bool:
         echo(f"FAIL smtp: {exc}")
         ok = False
     return ok
+
+
+def _check_processed_folder(source: ImapSource, echo: Callable[[str], None]) -> bool:
+    configured = source.settings.processed_folder
+    if not configured:
+        return True
+    method = source.archive_method()
+    where = source.processed_folder
+    if where != configured:
+        where = f"{where} (the server's personal namespace prefix applied to {configured!r})"
+    if not method:
+        echo(
+            f"FAIL imap: processed_folder {where}: the server offers neither MOVE nor UIDPLUS; "
+            "a plain EXPUNGE would also remove other clients' \\Deleted mail, so supportd "
+            "refuses to move mail there (leave imap.processed_folder empty)"
+        )
+        return False
+    echo(f"ok   imap: processed mail goes to {where} by {method}")
+    return True
+
+
+def _check_owner(settings: Settings, mailbox: str, echo: Callable[[str], None]) -> bool:
+    from supportd.adapters.db.ownership import mailbox_lock
+    from supportd.bootstrap import build_engine
+
+    try:
+        engine = build_engine(settings)
+        try:
+            holder = mailbox_lock(engine, mailbox, settings.ha.takeover_seconds).owner()
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        echo(f"FAIL owner: cannot tell who serves {mailbox}: {type(exc).__name__}: {exc}")
+        return False
+    if holder:
+        echo(f"ok   owner: {mailbox} is served by {holder}; another daemon waits as a standby")
+    else:
+        echo(f"ok   owner: nobody serves {mailbox} now (the next daemon takes it)")
+    return True

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -23,7 +23,10 @@ class _Context:
         return load_settings(self.config_path)
 
 
-def _fail(message: str, code: int = 1) -> None:
+EX_TEMPFAIL = 75  # sysexits.h: another process owns the mailbox; try again later
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"supportd: {message}", err=True)
     sys.exit(code)
 
@@ -78,6 +81,7 @@ def migrate(ctx: click.Context) -> None:
 def run(ctx: click.Context, once: bool) -> None:
     """Run the desk in the foreground."""
     from supportd.entrypoints.daemon import Runner
+    from supportd.errors import NotOwnerError
 
     desk = _desk(ctx)
     runner = Runner(desk)
@@ -85,7 +89,10 @@ def run(ctx: click.Context, once: bool) -> None:
     try:
         if once:
             started = time.monotonic()
-            stats = runner.run_once()
+            try:
+                stats = runner.run_once()
+            except NotOwnerError as exc:
+                _fail(str(exc), EX_TEMPFAIL)
             click.echo(
                 f"stored {stats.stored}, duplicates {stats.duplicates}, "
                 f"quarantined {stats.quarantined}, new tickets {stats.new_tickets} "

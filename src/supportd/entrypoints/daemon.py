@@ -20,11 +20,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.exc import DBAPIError
 
 from supportd.bootstrap import Desk
-from supportd.errors import LoginError, MailboxError
+from supportd.errors import FencedError, LoginError, MailboxError, NotOwnerError
 from supportd.services.ingest import IngestStats
 
 log = logging.getLogger(__name__)
 PERIODIC_SECONDS = 15
+STANDBY_POLL = 1.0  # seconds between a standby's attempts to take the mailbox
 
 
 class _Notifier:
@@ -53,24 +54,90 @@ class Runner:
         self.wake = threading.Event()
         self.notifier = _Notifier()
         self.source = desk.make_source()
+        # One owner per mailbox: only the holder of this lock fetches and sends.
+        self.lock = desk.make_lock(self.source.key)
+        self.owner = False
+        self._lost = threading.Event()
         # Periodic work besides polling: the outbox retries (and later the escalation scan).
         self.periodic: list[tuple[str, Callable[[], object]]] = [("outbox", desk.outbox.send_due)]
 
+    def may_send(self) -> bool:
+        return self.owner and not self._lost.is_set()
+
     def run_periodic(self) -> None:
+        if not self.may_send():
+            return
         for name, job in self.periodic:
             try:
                 job()
             except Exception:
                 log.exception("periodic job %s failed", name)
 
+    def acquire(self) -> bool:
+        """Take the mailbox if nobody holds it; start a new fencing epoch."""
+        if not self.lock.try_acquire():
+            return False
+        try:
+            epoch = self.desk.ingestor.claim(self.source.key, self.lock.who)
+        except Exception:
+            self.lock.release()
+            raise
+        self._lost.clear()
+        self.owner = True
+        log.info("%s: this process owns the mailbox (epoch %d)", self.source.key, epoch)
+        return True
+
+    def release(self, why: str = "") -> None:
+        if why:
+            log.error(
+                "%s: %s; stopped fetching and sending, waiting as a standby",
+                self.source.key,
+                why,
+            )
+        self.owner = False
+        self.source.close()
+        self.lock.release()
+
+    def heartbeat(self) -> None:
+        """Scheduler job: notice a lost lock connection even while the loop idles."""
+        if self.owner and not self._lost.is_set() and not self.lock.alive():
+            self._lost.set()
+            self.wake.set()
+
     def run_once(self) -> IngestStats:
-        """Drain all waiting mail, run the periodic work once (the outbox too), disconnect."""
+        """Drain all waiting mail, run the periodic work once (the outbox too), disconnect.
+
+        Raises NotOwnerError, touching nothing, when another process owns the mailbox.
+        """
+        if not self.acquire():
+            holder = self.lock.owner() or "another process"
+            raise NotOwnerError(f"{self.source.key} is owned by {holder}; not touching it")
         try:
             stats = self.desk.ingestor.drain(self.source, self.stop)
             self.run_periodic()
             return stats
         finally:
-            self.source.close()
+            self.release()
+
+    def _standby(self, announced: bool) -> bool:
+        """One standby step: try to take the mailbox, else wait a little. True when owner."""
+        try:
+            if self.acquire():
+                return True
+            if not announced:
+                holder = self.lock.owner() or "another process"
+                log.warning(
+                    "%s is owned by %s; waiting as a standby (taking over within %s s of its end)",
+                    self.source.key,
+                    holder,
+                    f"{self.desk.settings.ha.takeover_seconds:g}",
+                )
+                self.notifier.notify(f"STATUS=standby: mailbox owned by {holder}"[:200])
+        except Exception as exc:  # database down: keep trying, say why
+            log.error("cannot take the mailbox lock: %s: %s", type(exc).__name__, exc)
+        self.notifier.notify("WATCHDOG=1")
+        self.stop.wait(min(STANDBY_POLL, self.desk.settings.ha.takeover_seconds / 4))
+        return False
 
     def request_stop(self, *_: object) -> None:
         self.stop.set()
@@ -94,15 +161,31 @@ class Runner:
         scheduler.add_job(self.wake.set, "interval", seconds=settings.poll_interval, id="poll")
         for name, job in self.periodic:
             scheduler.add_job(
-                job, "interval", seconds=PERIODIC_SECONDS, id=name, max_instances=1, coalesce=True
+                self._if_owner(job),
+                "interval",
+                seconds=PERIODIC_SECONDS,
+                id=name,
+                max_instances=1,
+                coalesce=True,
             )
+        beat = max(1.0, self.desk.settings.ha.takeover_seconds / 3)
+        scheduler.add_job(self.heartbeat, "interval", seconds=beat, id="heartbeat", coalesce=True)
         scheduler.start()
         self.notifier.notify("READY=1")
         watchdog = self._watchdog_interval()
         first_backoff = min(1.0, settings.max_backoff)
         backoff = first_backoff
+        announced = False
+        self.desk.outbox.allowed = self.may_send  # a standby or a fenced owner sends nothing
         try:
             while not self.stop.is_set():
+                if self._lost.is_set() and self.owner:
+                    self.release("the mailbox lock is lost")
+                if not self.owner:
+                    if not self._standby(announced):
+                        announced = True
+                    continue
+                announced = False
                 started = time.monotonic()
                 try:
                     self.wake.clear()
@@ -129,6 +212,8 @@ class Runner:
                     if not self.source.supports_idle():
                         wait = max(0.0, wait - (time.monotonic() - started))
                     self.source.wait(wait, self.wake)
+                except FencedError as exc:
+                    self.release(str(exc))
                 except (MailboxError, DBAPIError) as exc:
                     if isinstance(exc, LoginError):
                         log.error("%s (retrying in %.1f s)", exc, backoff)
@@ -142,5 +227,13 @@ class Runner:
             self.notifier.notify("STOPPING=1")
             self.notifier.close()
             scheduler.shutdown(wait=True)
-            self.source.close()
+            self.release()
+            self.desk.outbox.allowed = lambda: True
         log.info("stopped")
+
+    def _if_owner(self, job: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            if self.may_send():
+                job()
+
+        return run

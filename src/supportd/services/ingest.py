@@ -21,6 +21,7 @@ from supportd.domain.mail import Address, Cursor, FetchedMail, ParsedMail, dedup
 from supportd.domain.robots import automatic_reason
 from supportd.domain.threads import decide, new_participants, strip_tag, ticket_tag
 from supportd.errors import SupportdError
+from supportd.services.archive import ArchiveLog
 from supportd.services.plan import ChunkPlan, Outgoing
 from supportd.services.ports import Clock, Composer, MailSource, TicketStore, UnitOfWorkFactory
 
@@ -110,6 +111,16 @@ class Ingestor:
         self.clock = clock
         self.parse_async = parse_async
         self.replies = replies
+        # The ownership epoch this process claimed (None: unfenced, single-process use).
+        self.epoch: int | None = None
+
+    def claim(self, mailbox: str, owner: str) -> int:
+        """Start a new ownership epoch for `mailbox` (the caller holds its lock)."""
+        with self.uow() as store:
+            epoch = store.claim_mailbox(mailbox, owner, self.clock())
+            store.commit()
+        self.epoch = epoch
+        return epoch
 
     def drain(self, source: MailSource, stop: threading.Event | None = None) -> IngestStats:
         """Read every message after the cursor; commit batch by batch; archive if configured."""
@@ -147,7 +158,7 @@ class Ingestor:
             stats.add(self.ingest_batch(source.key, uidvalidity, pending[0], pending[1]()))
             last_uid = pending[0][-1].uid
         if last_uid:
-            stats.archived = source.archive(last_uid)
+            stats.archived = source.archive(last_uid, ArchiveLog(self.uow, source.key, self.epoch))
         return stats
 
     def _start_parse(
@@ -201,9 +212,9 @@ class Ingestor:
                 )
                 for fetched, mail in good:
                     try:
-                        with store.savepoint():
-                            one = self._apply(store, mailbox, uidvalidity, [(fetched, mail)], now)
-                            stats.add(one[0])
+                        stats.add(
+                            self._apply_alone(store, mailbox, uidvalidity, fetched, mail, now)
+                        )
                     except Exception as one_exc:  # one bad message never stops the desk
                         log.exception("%s UID %d: processing failed", mailbox, fetched.uid)
                         self._quarantine(
@@ -215,9 +226,29 @@ class Ingestor:
                             now,
                             stats,
                         )
-            store.set_cursor(mailbox, Cursor(uidvalidity, batch[-1].uid), now)
+            # Fenced: raises (and rolls the batch back) if another process took over.
+            store.set_cursor(mailbox, Cursor(uidvalidity, batch[-1].uid), now, self.epoch)
             store.commit()
         return stats
+
+    def _apply_alone(
+        self,
+        store: TicketStore,
+        mailbox: str,
+        uidvalidity: int,
+        fetched: FetchedMail,
+        mail: ParsedMail,
+        now: datetime,
+    ) -> IngestStats:
+        """One message in its own SAVEPOINT, tried twice: the first failure may be the
+        unique delivery key refusing a copy another writer stored meanwhile, and the second
+        try then sees that copy and records a duplicate delivery."""
+        try:
+            with store.savepoint():
+                return self._apply(store, mailbox, uidvalidity, [(fetched, mail)], now)[0]
+        except Exception:
+            with store.savepoint():
+                return self._apply(store, mailbox, uidvalidity, [(fetched, mail)], now)[0]
 
     def _quarantine(
         self,

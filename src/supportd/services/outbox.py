@@ -35,6 +35,12 @@ class DueMail:
 
 
 class OutboxStore(Protocol):
+    @property
+    def row_locks(self) -> bool:
+        """True when claim() holds the row locked until commit (several senders may share)."""
+
+    def claim(self, now: datetime) -> DueMail | None: ...
+
     def due(self, now: datetime, limit: int) -> list[DueMail]: ...
 
     def mark_sent(self, row_id: int, now: datetime) -> None: ...
@@ -85,6 +91,15 @@ class OutboxSender:
         self.batch_size = batch_size
         self._lock = threading.Lock()  # the daemon loop and the scheduler both call in
         self._again = False
+        # Whether this process may send now (it owns the mailbox); checked before each row.
+        self.allowed: Callable[[], bool] = lambda: True
+        self._row_locks: bool | None = None
+
+    def _uses_row_locks(self) -> bool:
+        if self._row_locks is None:
+            with self.uow() as store:
+                self._row_locks = bool(store.row_locks)
+        return self._row_locks
 
     def send_due(self) -> SendStats:
         """Send every row that is due now; returns what happened.
@@ -97,7 +112,11 @@ class OutboxSender:
         while self._again and self._lock.acquire(blocking=False):
             try:
                 self._again = False
-                while True:
+                if self._uses_row_locks():
+                    while self.allowed() and self._send_claimed(stats):
+                        pass
+                    continue
+                while self.allowed():
                     with self.uow() as store:
                         batch = store.due(self.clock(), self.batch_size)
                     if not batch or not self._send_batch(batch, stats):
@@ -105,6 +124,48 @@ class OutboxSender:
             finally:
                 self._lock.release()
         return stats
+
+    def _send_claimed(self, stats: SendStats) -> bool:
+        """Up to batch_size rows over one connection, each locked from pick to marked sent.
+
+        Each row is claimed (FOR UPDATE SKIP LOCKED), sent and marked in one transaction:
+        another instance skips it meanwhile, and a crash repeats at most this one row.
+        False when nothing was due or the server could not be reached.
+        """
+        with self.uow() as store:  # nothing due: no SMTP connection at all
+            if not store.due(self.clock(), 1):
+                return False
+        sent = 0
+        try:
+            with self.transport.session() as session:
+                while sent < self.batch_size and self.allowed():
+                    with self.uow() as store:
+                        item = store.claim(self.clock())
+                        if item is None:
+                            return False
+                        try:
+                            session.send(item.sender, item.recipients, item.raw)
+                        except SendError as exc:
+                            self._record_failure(store, item, exc, stats)
+                        else:
+                            store.mark_sent(item.id, self.clock())
+                            stats.sent += 1
+                        store.commit()
+                        sent += 1
+        except SendError as exc:  # no connection: every due row waits for its retry
+            log.warning("outbox: %s; due messages wait for their retry", exc)
+            self._postpone_all(exc, stats)
+            return False
+        return sent >= self.batch_size
+
+    def _postpone_all(self, exc: SendError, stats: SendStats) -> None:
+        while True:
+            with self.uow() as store:
+                item = store.claim(self.clock())
+                if item is None:
+                    return
+                self._record_failure(store, item, exc, stats, quiet=True)
+                store.commit()
 
     def _send_batch(self, batch: list[DueMail], stats: SendStats) -> bool:
         """False when the server could not be reached (the rest waits for the retry)."""
@@ -130,24 +191,34 @@ class OutboxSender:
         return len(batch) == self.batch_size
 
     def _failed(self, item: DueMail, exc: SendError, stats: SendStats, quiet: bool = False) -> None:
+        with self.uow() as store:
+            self._record_failure(store, item, exc, stats, quiet)
+            store.commit()
+
+    def _record_failure(
+        self,
+        store: OutboxStore,
+        item: DueMail,
+        exc: SendError,
+        stats: SendStats,
+        quiet: bool = False,
+    ) -> None:
         now = self.clock()
         attempts = item.attempts + 1
-        with self.uow() as store:
-            if exc.permanent or now - item.created_at >= self.give_up_after:
-                why = "permanent" if exc.permanent else "gave up after retries"
-                log.error("outbox %d to %s failed (%s): %s", item.id, item.recipients, why, exc)
-                store.mark_failed(item.id, attempts, f"{why}: {exc}", now)
-                stats.failed += 1
-            else:
-                at = now + retry_delay(attempts)
-                log.log(
-                    logging.DEBUG if quiet else logging.WARNING,
-                    "outbox %d to %s: %s (retry at %s)",
-                    item.id,
-                    item.recipients,
-                    exc,
-                    at.isoformat(timespec="seconds"),
-                )
-                store.mark_retry(item.id, attempts, at, str(exc))
-                stats.retried += 1
-            store.commit()
+        if exc.permanent or now - item.created_at >= self.give_up_after:
+            why = "permanent" if exc.permanent else "gave up after retries"
+            log.error("outbox %d to %s failed (%s): %s", item.id, item.recipients, why, exc)
+            store.mark_failed(item.id, attempts, f"{why}: {exc}", now)
+            stats.failed += 1
+        else:
+            at = now + retry_delay(attempts)
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "outbox %d to %s: %s (retry at %s)",
+                item.id,
+                item.recipients,
+                exc,
+                at.isoformat(timespec="seconds"),
+            )
+            store.mark_retry(item.id, attempts, at, str(exc))
+            stats.retried += 1

@@ -28,7 +28,7 @@ class MailSource(Protocol):
     def fetch(self, uids: Sequence[int]) -> Iterator[list[FetchedMail]]:
         """The messages in bounded batches, in UID order, without setting \\Seen."""
 
-    def archive(self, up_to_uid: int) -> int:
+    def archive(self, up_to_uid: int, journal: ArchiveJournal) -> int:
         """Move processed messages (UID <= up_to_uid) aside if configured; return how many."""
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
@@ -37,12 +37,32 @@ class MailSource(Protocol):
     def close(self) -> None: ...
 
 
+class ArchiveJournal(Protocol):
+    """Durable note of a COPY in progress (see services/archive.py)."""
+
+    def pending(self) -> int: ...
+
+    def begin(self, up_to_uid: int) -> None: ...
+
+    def clear(self) -> None: ...
+
+
 class TicketStore(Protocol):
     """Everything ingestion reads and writes; one instance is one transaction."""
 
     def get_cursor(self, mailbox: str) -> Cursor | None: ...
 
-    def set_cursor(self, mailbox: str, cursor: Cursor, now: datetime) -> None: ...
+    def set_cursor(
+        self, mailbox: str, cursor: Cursor, now: datetime, epoch: int | None = None
+    ) -> None:
+        """Advance the cursor; with `epoch`, raise FencedError unless that owner still owns."""
+
+    def claim_mailbox(self, mailbox: str, owner: str, now: datetime) -> int:
+        """Start a new ownership epoch (the caller holds the mailbox lock); returns it."""
+
+    def archive_pending(self, mailbox: str) -> int: ...
+
+    def set_archive_pending(self, mailbox: str, uid: int, epoch: int | None) -> None: ...
 
     def find_deliveries(self, mailbox: str, dedup_keys: Sequence[str]) -> dict[str, int]:
         """Stored message rows by delivery identity (dedup key)."""

@@ -59,6 +59,11 @@ class MailboxState(Base):
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Fencing: bumped by each new owner; a batch commits only under the epoch it began with.
+    owner_epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    owner: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    # The highest UID whose COPY to the processed folder may have been sent, not finished.
+    archive_pending_uid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Ticket(Base):
@@ -91,7 +96,9 @@ class MessageRow(Base):
     __table_args__ = (
         Index("ix_messages_message_id", "message_id"),
         Index("ix_messages_parent", "parent_message_id"),
-        Index("ix_messages_dedup", "mailbox", "dedup_key"),
+        # The delivery identity: even two writers that both believe they own the mailbox
+        # cannot store a message twice.
+        Index("uq_messages_delivery", "mailbox", "dedup_key", unique=True),
         Index("ix_messages_ticket", "ticket_number", "id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 
 from supportd.adapters.db.models import OutboxItem
 from supportd.adapters.db.store import transactions
@@ -16,24 +16,42 @@ from supportd.services.outbox import DueMail
 _outbox = cast(Table, OutboxItem.__table__)
 
 
+_DUE = (
+    select(
+        _outbox.c.id,
+        _outbox.c.sender,
+        _outbox.c.recipients,
+        _outbox.c.raw,
+        _outbox.c.attempts,
+        _outbox.c.created_at,
+    )
+    .where(_outbox.c.status == "pending", _outbox.c.next_attempt_at <= bindparam("now"))
+    .order_by(_outbox.c.next_attempt_at, _outbox.c.id)
+)
+
+
 class SqlOutboxStore:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
+    @property
+    def row_locks(self) -> bool:
+        """Whether claim() locks the row until commit (PostgreSQL), so senders can share."""
+        return self.conn.dialect.name == "postgresql"
+
+    def claim(self, now: datetime) -> DueMail | None:
+        """The next due row, locked until this transaction ends; rows another sender holds
+        are skipped (FOR UPDATE SKIP LOCKED), so no row goes out twice while its sender lives.
+        """
+        query = _DUE.limit(1).with_for_update(skip_locked=True)
+        found = self._mails(self.conn.execute(query, {"now": now}))
+        return found[0] if found else None
+
     def due(self, now: datetime, limit: int) -> list[DueMail]:
-        rows = self.conn.execute(
-            select(
-                _outbox.c.id,
-                _outbox.c.sender,
-                _outbox.c.recipients,
-                _outbox.c.raw,
-                _outbox.c.attempts,
-                _outbox.c.created_at,
-            )
-            .where(_outbox.c.status == "pending", _outbox.c.next_attempt_at <= now)
-            .order_by(_outbox.c.next_attempt_at, _outbox.c.id)
-            .limit(limit)
-        )
+        return self._mails(self.conn.execute(_DUE.limit(limit), {"now": now}))
+
+    @staticmethod
+    def _mails(rows: Any) -> list[DueMail]:
         return [
             DueMail(
                 r.id,

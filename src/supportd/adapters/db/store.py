@@ -25,6 +25,7 @@ from supportd.adapters.db.models import (
     Ticket,
 )
 from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
+from supportd.errors import FencedError
 
 _tickets = cast(Table, Ticket.__table__)
 _messages = cast(Table, MessageRow.__table__)
@@ -37,6 +38,21 @@ _suppressions = cast(Table, Suppression.__table__)
 
 _GET_CURSOR = select(_mailboxes.c.uidvalidity, _mailboxes.c.last_uid).where(
     _mailboxes.c.mailbox == bindparam("mb")
+)
+# Fenced: only under the owner's epoch, and never backwards within one UIDVALIDITY.
+_FENCED_CURSOR = (
+    update(_mailboxes)
+    .where(
+        _mailboxes.c.mailbox == bindparam("mb"),
+        _mailboxes.c.owner_epoch == bindparam("epoch"),
+        (_mailboxes.c.uidvalidity != bindparam("uidvalidity"))
+        | (_mailboxes.c.last_uid <= bindparam("last_uid")),
+    )
+    .values(
+        uidvalidity=bindparam("uidvalidity"),
+        last_uid=bindparam("last_uid"),
+        updated_at=bindparam("updated_at"),
+    )
 )
 _UPDATE_CURSOR = (
     update(_mailboxes)
@@ -107,12 +123,65 @@ class SqlTicketStore:
 
     def get_cursor(self, mailbox: str) -> Cursor | None:
         row = self.conn.execute(_GET_CURSOR, {"mb": mailbox}).first()
-        return Cursor(row.uidvalidity, row.last_uid) if row else None
+        if row is None or not row.uidvalidity:  # 0: claimed by an owner, never read
+            return None
+        return Cursor(row.uidvalidity, row.last_uid)
 
-    def set_cursor(self, mailbox: str, cursor: Cursor, now: datetime) -> None:
+    def set_cursor(
+        self, mailbox: str, cursor: Cursor, now: datetime, epoch: int | None = None
+    ) -> None:
+        """Advance the cursor; with `epoch`, only while that owner still owns the mailbox."""
         values = {"uidvalidity": cursor.uidvalidity, "last_uid": cursor.last_uid, "updated_at": now}
+        if epoch is not None:
+            if self.conn.execute(
+                _FENCED_CURSOR, {"mb": mailbox, "epoch": epoch, **values}
+            ).rowcount:
+                return
+            raise FencedError(
+                f"{mailbox}: another process took the mailbox over (this one's epoch {epoch} "
+                "is stale); the batch is rolled back"
+            )
         if self.conn.execute(_UPDATE_CURSOR, {"mb": mailbox, **values}).rowcount == 0:
             self.conn.execute(insert(_mailboxes), {"mailbox": mailbox, **values})
+
+    def claim_mailbox(self, mailbox: str, owner: str, now: datetime) -> int:
+        """Start a new ownership epoch (the caller holds the mailbox lock); returns it."""
+        bumped = self.conn.execute(
+            update(_mailboxes)
+            .where(_mailboxes.c.mailbox == mailbox)
+            .values(owner_epoch=_mailboxes.c.owner_epoch + 1, owner=owner[:300])
+            .returning(_mailboxes.c.owner_epoch)
+        ).scalar()
+        if bumped is not None:
+            return int(bumped)
+        self.conn.execute(
+            insert(_mailboxes),
+            {
+                "mailbox": mailbox,
+                "uidvalidity": 0,
+                "last_uid": 0,
+                "updated_at": now,
+                "owner_epoch": 1,
+                "owner": owner[:300],
+            },
+        )
+        return 1
+
+    def archive_pending(self, mailbox: str) -> int:
+        value = self.conn.execute(
+            select(_mailboxes.c.archive_pending_uid).where(_mailboxes.c.mailbox == mailbox)
+        ).scalar()
+        return int(value or 0)
+
+    def set_archive_pending(self, mailbox: str, uid: int, epoch: int | None) -> None:
+        condition = _mailboxes.c.mailbox == mailbox
+        if epoch is not None:
+            condition = condition & (_mailboxes.c.owner_epoch == epoch)
+        done = self.conn.execute(
+            update(_mailboxes).where(condition).values(archive_pending_uid=uid)
+        ).rowcount
+        if not done and epoch is not None:
+            raise FencedError(f"{mailbox}: another process took the mailbox over")
 
     def find_deliveries(self, mailbox: str, dedup_keys: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}

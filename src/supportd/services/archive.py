@@ -1,0 +1,33 @@
+"""The archive journal: a COPY to the processed folder, recorded before it is sent.
+
+A crash between COPY and EXPUNGE leaves a note here; the next move then recognises the
+copies already made instead of copying the same messages again.
+"""
+
+from __future__ import annotations
+
+from supportd.services.ports import UnitOfWorkFactory
+
+
+class ArchiveLog:
+    """ArchiveJournal for one mailbox, each change in its own (fenced) commit."""
+
+    def __init__(self, uow: UnitOfWorkFactory, mailbox: str, epoch: int | None) -> None:
+        self.uow = uow
+        self.mailbox = mailbox
+        self.epoch = epoch
+
+    def pending(self) -> int:
+        with self.uow() as store:
+            return store.archive_pending(self.mailbox)
+
+    def begin(self, up_to_uid: int) -> None:
+        self._set(up_to_uid)
+
+    def clear(self) -> None:
+        self._set(0)
+
+    def _set(self, uid: int) -> None:
+        with self.uow() as store:
+            store.set_archive_pending(self.mailbox, uid, self.epoch)
+            store.commit()
