@@ -56,7 +56,10 @@ class Account:
 
 
 class Dovecot:
-    def __init__(self) -> None:
+    """`extra` is appended to the configuration (capabilities, namespaces of other servers)."""
+
+    def __init__(self, extra: str = "") -> None:
+        self.extra = extra
         self.root = Path(tempfile.mkdtemp(prefix="supportd-dovecot-", dir="/tmp"))
         self.root.chmod(0o755)
         self.port = free_port()
@@ -154,6 +157,7 @@ service imap-login {{
     ssl = yes
   }}
 }}
+{self.extra}
 """
 
     def start(self) -> None:
@@ -254,3 +258,26 @@ def install_sieve(dovecot: Dovecot, account: Account, script: str) -> None:
     for path in (folder, target):
         os.chown(path, dovecot.uid, dovecot.gid)
     os.lchown(link, dovecot.uid, dovecot.gid)
+
+
+# What Dovecot 2.3 advertises after login, for configurations that hide some of it.
+FULL_CAPABILITIES = (
+    "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES "
+    "THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN "
+    "NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES "
+    "WITHIN CONTEXT=SEARCH LIST-STATUS BINARY MOVE LITERAL+"
+)
+# Cyrus's default layout (altnamespace: no): every folder lives under "INBOX.".
+CYRUS_NAMESPACE = """
+namespace inbox {
+  inbox = yes
+  prefix = INBOX.
+  separator = .
+}
+"""
+
+
+def older_server(*hidden: str, cyrus_namespace: bool = True) -> str:
+    """Configuration for a Dovecot that behaves like an older server: capabilities hidden."""
+    caps = " ".join(c for c in FULL_CAPABILITIES.split() if c not in hidden)
+    return f"imap_capability = {caps}\n" + (CYRUS_NAMESPACE if cyrus_namespace else "")
