@@ -25,6 +25,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("archive_pending_uid", sa.BigInteger(), nullable=False, server_default="0")
         )
+        batch_op.add_column(
+            sa.Column("archive_dest_uidnext", sa.BigInteger(), nullable=False, server_default="0")
+        )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index("ix_messages_dedup")
         batch_op.create_index("uq_messages_delivery", ["mailbox", "dedup_key"], unique=True)
@@ -35,6 +38,7 @@ def downgrade() -> None:
         batch_op.drop_index("uq_messages_delivery")
         batch_op.create_index("ix_messages_dedup", ["mailbox", "dedup_key"], unique=False)
     with op.batch_alter_table("mailbox_state", schema=None) as batch_op:
+        batch_op.drop_column("archive_dest_uidnext")
         batch_op.drop_column("archive_pending_uid")
         batch_op.drop_column("owner")
         batch_op.drop_column("owner_epoch")

@@ -418,6 +418,8 @@ class FaultProxy:
             self._log(f"#{number} from {peer_port}: upstream connect failed: {exc!r}")
             _fin_close(conn)
             return
+        for sock in (conn, upstream):  # forward each write at once, as a direct link would
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         session = _Session(self, number, conn, upstream)
         with self._lock:
             self._sessions.append(session)

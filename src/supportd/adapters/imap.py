@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -299,62 +300,64 @@ class ImapSource:
                     )
                     self._refused_archive = True
                 return 0
-            to_copy = uids
-            pending = journal.pending()
-            if pending:
-                done = self._already_copied([u for u in uids if u <= pending], folder)
-                if done:
-                    log.warning(
-                        "%s: %d message(s) were copied to %r before an interruption; "
-                        "not copying them again",
-                        self._where(),
-                        len(done),
-                        folder,
-                    )
-                to_copy = [u for u in uids if u not in done]
-            journal.begin(uids[-1])
-            if to_copy:
-                client.copy(sequence_set(to_copy), folder)
-            client.add_flags(sequence_set(uids), [imapclient.DELETED], silent=True)
-            client.uid_expunge(sequence_set(uids))
-            journal.clear()
+            self._copy_and_expunge(uids, folder, journal)
         except _NETWORK_ERRORS as exc:
             raise self._error(f"move to {folder!r}", exc) from exc
         return len(uids)
 
-    def _already_copied(self, uids: list[int], folder: str) -> set[int]:
-        """Which of `uids` have an identical copy (size, INTERNALDATE, Message-ID) in folder.
+    def _copy_and_expunge(self, uids: list[int], folder: str, journal: ArchiveJournal) -> None:
+        client = self._client()
+        to_copy = uids
+        pending, dest_uidnext = journal.pending()
+        if pending:
+            done = self._already_copied([u for u in uids if u <= pending], folder, dest_uidnext)
+            if done:
+                log.warning(
+                    "%s: %d message(s) were copied to %r before an interruption; "
+                    "not copying them again",
+                    self._where(),
+                    len(done),
+                    folder,
+                )
+            to_copy = [u for u in uids if u not in done]
+        status = client.folder_status(folder, [b"UIDNEXT"])
+        journal.begin(uids[-1], int(status.get(b"UIDNEXT", 1)))
+        if to_copy:
+            client.copy(sequence_set(to_copy), folder)
+        client.add_flags(sequence_set(uids), [imapclient.DELETED], silent=True)
+        client.uid_expunge(sequence_set(uids))
+        journal.clear()
 
-        COPY keeps the bytes and the INTERNALDATE, so these three recognise a copy.
+    def _already_copied(self, uids: list[int], folder: str, dest_uidnext: int) -> set[int]:
+        """Which of `uids` already have their copy in `folder` (at or above dest_uidnext).
+
+        COPY keeps the bytes and the INTERNALDATE: size, INTERNALDATE and Message-ID
+        recognise a copy. Two FETCHes, whatever the number of messages.
         """
         if not uids:
             return set()
         client = self._client()
-        wanted = client.fetch(
-            sequence_set(uids),
-            ["RFC822.SIZE", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"],
-        )
-        found: set[int] = set()
+        fields = ["RFC822.SIZE", "INTERNALDATE", "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"]
+        wanted = {uid: _fingerprint(item) for uid, item in client.fetch(uids, fields).items()}
         client.select_folder(folder, readonly=True)
         try:
-            for uid, item in wanted.items():
-                size = int(item.get(b"RFC822.SIZE", 0))
-                criteria: list[Any] = ["LARGER", size - 1, "SMALLER", size + 1]
-                header = item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"")
-                message_id = _message_id(header if isinstance(header, bytes) else b"")
-                if message_id:
-                    criteria += ["HEADER", "Message-ID", message_id]
-                hits = client.search(criteria)
-                if not hits:
-                    continue
-                dates = client.fetch(hits, ["INTERNALDATE"])
-                when = item.get(b"INTERNALDATE")
-                if any(d.get(b"INTERNALDATE") == when for d in dates.values()):
-                    found.add(uid)
+            candidates = [
+                u for u in client.search(["UID", f"{max(dest_uidnext, 1)}:*"]) if u >= dest_uidnext
+            ]
+            copies = (
+                Counter(_fingerprint(item) for item in client.fetch(candidates, fields).values())
+                if candidates
+                else Counter()
+            )
         finally:
             info = client.select_folder(self.settings.folder, readonly=False)
         if int(info.get(b"UIDVALIDITY", 0)) != self.uidvalidity:
             raise MailboxError(f"UIDVALIDITY of {self.settings.folder!r} changed during a move")
+        found: set[int] = set()
+        for uid, fingerprint in wanted.items():
+            if copies[fingerprint] > 0:
+                copies[fingerprint] -= 1
+                found.add(uid)
         return found
 
     def supports_idle(self) -> bool:
@@ -437,6 +440,16 @@ def _peer_closed(client: IMAPClient) -> bool:
         return False
     except (OSError, ValueError):
         return True
+
+
+def _fingerprint(item: dict[bytes, Any]) -> tuple[int, str, str]:
+    header = item.get(b"BODY[HEADER.FIELDS (MESSAGE-ID)]", b"")
+    when = item.get(b"INTERNALDATE")
+    return (
+        int(item.get(b"RFC822.SIZE", 0)),
+        when.isoformat() if isinstance(when, datetime) else "",
+        _message_id(header if isinstance(header, bytes) else b""),
+    )
 
 
 def _message_id(header: bytes) -> str:

@@ -17,17 +17,17 @@ class ArchiveLog:
         self.mailbox = mailbox
         self.epoch = epoch
 
-    def pending(self) -> int:
+    def pending(self) -> tuple[int, int]:
         with self.uow() as store:
             return store.archive_pending(self.mailbox)
 
-    def begin(self, up_to_uid: int) -> None:
-        self._set(up_to_uid)
+    def begin(self, up_to_uid: int, dest_uidnext: int) -> None:
+        self._set(up_to_uid, dest_uidnext)
 
     def clear(self) -> None:
-        self._set(0)
+        self._set(0, 0)
 
-    def _set(self, uid: int) -> None:
+    def _set(self, uid: int, dest_uidnext: int) -> None:
         with self.uow() as store:
-            store.set_archive_pending(self.mailbox, uid, self.epoch)
+            store.set_archive_pending(self.mailbox, uid, dest_uidnext, self.epoch)
             store.commit()

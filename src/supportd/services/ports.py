@@ -40,9 +40,10 @@ class MailSource(Protocol):
 class ArchiveJournal(Protocol):
     """Durable note of a COPY in progress (see services/archive.py)."""
 
-    def pending(self) -> int: ...
+    def pending(self) -> tuple[int, int]:
+        """(highest UID whose COPY may be unfinished, the folder's UIDNEXT before it) or 0s."""
 
-    def begin(self, up_to_uid: int) -> None: ...
+    def begin(self, up_to_uid: int, dest_uidnext: int) -> None: ...
 
     def clear(self) -> None: ...
 
@@ -60,9 +61,11 @@ class TicketStore(Protocol):
     def claim_mailbox(self, mailbox: str, owner: str, now: datetime) -> int:
         """Start a new ownership epoch (the caller holds the mailbox lock); returns it."""
 
-    def archive_pending(self, mailbox: str) -> int: ...
+    def archive_pending(self, mailbox: str) -> tuple[int, int]: ...
 
-    def set_archive_pending(self, mailbox: str, uid: int, epoch: int | None) -> None: ...
+    def set_archive_pending(
+        self, mailbox: str, uid: int, dest_uidnext: int, epoch: int | None
+    ) -> None: ...
 
     def find_deliveries(self, mailbox: str, dedup_keys: Sequence[str]) -> dict[str, int]:
         """Stored message rows by delivery identity (dedup key)."""

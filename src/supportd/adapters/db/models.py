@@ -64,6 +64,8 @@ class MailboxState(Base):
     owner: Mapped[str] = mapped_column(String(300), default="", server_default="")
     # The highest UID whose COPY to the processed folder may have been sent, not finished.
     archive_pending_uid: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # ...and the processed folder's UIDNEXT before that COPY: its copies are at or above it.
+    archive_dest_uidnext: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Ticket(Base):

@@ -167,18 +167,24 @@ class SqlTicketStore:
         )
         return 1
 
-    def archive_pending(self, mailbox: str) -> int:
-        value = self.conn.execute(
-            select(_mailboxes.c.archive_pending_uid).where(_mailboxes.c.mailbox == mailbox)
-        ).scalar()
-        return int(value or 0)
+    def archive_pending(self, mailbox: str) -> tuple[int, int]:
+        row = self.conn.execute(
+            select(_mailboxes.c.archive_pending_uid, _mailboxes.c.archive_dest_uidnext).where(
+                _mailboxes.c.mailbox == mailbox
+            )
+        ).first()
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
-    def set_archive_pending(self, mailbox: str, uid: int, epoch: int | None) -> None:
+    def set_archive_pending(
+        self, mailbox: str, uid: int, dest_uidnext: int, epoch: int | None
+    ) -> None:
         condition = _mailboxes.c.mailbox == mailbox
         if epoch is not None:
             condition = condition & (_mailboxes.c.owner_epoch == epoch)
         done = self.conn.execute(
-            update(_mailboxes).where(condition).values(archive_pending_uid=uid)
+            update(_mailboxes)
+            .where(condition)
+            .values(archive_pending_uid=uid, archive_dest_uidnext=dest_uidnext)
         ).rowcount
         if not done and epoch is not None:
             raise FencedError(f"{mailbox}: another process took the mailbox over")
