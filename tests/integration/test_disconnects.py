@@ -1,0 +1,269 @@
+"""Every way an IMAP connection ends, seen by a daemon in IDLE: FIN, BYE, silence, restart.
+
+The daemon runs as ops run it (`supportd run`, a subprocess) behind the fault-injecting
+proxy, with a poll interval far longer than the test, so only noticing the end of the
+connection can bring new mail in. Its CPU time over the outage shows it never spins.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imapclient import IMAPClient
+
+from supportd.adapters.db.engine import make_engine
+from tests.conftest import desk_config, write_toml
+from tests.support.desk import append, incoming, make_desk
+from tests.support.dovecot import Account, Dovecot
+from tests.support.mail import make_mail
+from tests.support.proxy import FaultProxy
+from tests.support.smtp import Sink
+
+IDLE_TIMEOUT = 4.0
+SOCKET_TIMEOUT = 2.0
+# The poll interval is far beyond every wait below: only the reconnect can fetch the mail.
+POLL = 600
+# A spinning loop burns a whole core; a healthy daemon needs a fraction of a second here.
+CPU_LIMIT = 1.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> float | None:
+    """Seconds until `condition` held, or None if it never did within `timeout`."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+class Daemon:
+    """`supportd run` in a subprocess, stopped with SIGTERM at the end."""
+
+    def __init__(self, config: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTD_")}
+        self.log = config.with_suffix(".log")
+        self._log_file = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supportd", "--config", str(config), "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_file,
+        )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log_file.close()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def daemon_config(
+    sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink, tmp_path: Path
+) -> Callable[[int], Path]:
+    make_desk(sqlite_url, dovecot, account)  # migrates
+
+    def config(port: int, **overrides: Any) -> Path:
+        values = {
+            "imap__idle": True,
+            "imap__poll_interval": POLL,
+            "imap__timeout": SOCKET_TIMEOUT,
+            "imap__idle_timeout": IDLE_TIMEOUT,
+            "imap__max_backoff": 1,
+            "support__autoreply": False,
+            **overrides,
+        }
+        return write_toml(
+            tmp_path / "supportd.toml", desk_config(sqlite_url, account, port, **values)
+        )
+
+    return config
+
+
+@pytest.fixture
+def proxy(dovecot: Dovecot) -> Iterator[FaultProxy]:
+    with FaultProxy(dovecot.port) as running:
+        yield running
+
+
+def stored(url: str) -> Callable[[], int]:
+    engine = make_engine(url)
+
+    def count() -> int:
+        return incoming(engine)
+
+    return count
+
+
+def start_idling(
+    config: Path, dovecot: Dovecot, account: Account, count: Callable[[], int]
+) -> Daemon:
+    daemon = Daemon(config)
+    append(dovecot, account, make_mail(message_id="<before@x.example>", subject="before"))
+    assert wait_for(lambda: count() == 1, 30) is not None, daemon.text()
+    time.sleep(1.0)  # back in IDLE
+    return daemon
+
+
+@pytest.mark.parametrize("fault", ["fin", "bye"])
+def test_connection_closed_during_idle_reconnects_at_once_without_spinning(
+    fault: str,
+    sqlite_url: str,
+    dovecot: Dovecot,
+    account: Account,
+    proxy: FaultProxy,
+    daemon_config: Callable[..., Path],
+) -> None:
+    count = stored(sqlite_url)
+    daemon = start_idling(daemon_config(proxy.port), dovecot, account, count)
+    try:
+        connections = proxy.accepted
+        cpu_before = cpu_seconds(daemon.proc.pid)
+        if fault == "fin":
+            assert proxy.close_all() == 1
+        else:
+            assert proxy.bye_and_close() == 1
+        append(dovecot, account, make_mail(message_id="<after@x.example>", subject="after"))
+        took = wait_for(lambda: count() == 2, 20)
+        cpu = cpu_seconds(daemon.proc.pid) - cpu_before
+    finally:
+        daemon.stop()
+    log = daemon.text()
+    print(f"{fault}: stored {took} s after the fault, CPU {cpu:.2f} s")
+    assert took is not None, log  # without the reconnect: only after the 600 s poll
+    assert proxy.accepted == connections + 1, proxy.log_text()
+    assert cpu < CPU_LIMIT, f"{cpu:.2f} s of CPU across the outage\n{log}"
+    assert "IDLE failed" in log and ("BYE" in log if fault == "bye" else "closed" in log)
+
+
+def test_a_silent_peer_is_noticed_after_the_idle_timeout(
+    sqlite_url: str,
+    dovecot: Dovecot,
+    account: Account,
+    proxy: FaultProxy,
+    daemon_config: Callable[..., Path],
+) -> None:
+    count = stored(sqlite_url)
+    daemon = start_idling(daemon_config(proxy.port), dovecot, account, count)
+    try:
+        connections = proxy.accepted
+        cpu_before = cpu_seconds(daemon.proc.pid)
+        proxy.stall()  # no data, no FIN: a dead peer
+        # IDLE ends after IDLE_TIMEOUT, the DONE goes unanswered for SOCKET_TIMEOUT: the
+        # daemon gives the connection up and dials again.
+        noticed = wait_for(lambda: proxy.accepted > connections, IDLE_TIMEOUT + 10)
+        cpu = cpu_seconds(daemon.proc.pid) - cpu_before
+        proxy.resume()
+        append(dovecot, account, make_mail(message_id="<after@x.example>", subject="after"))
+        took = wait_for(lambda: count() == 2, 30)
+    finally:
+        daemon.stop()
+    log = daemon.text()
+    print(f"stall: new connection {noticed} s after the stall, stored {took} s after resume")
+    assert noticed is not None, log
+    assert took is not None, log
+    assert cpu < CPU_LIMIT, f"{cpu:.2f} s of CPU while the peer was silent\n{log}"
+
+
+def test_server_restart_during_idle(
+    sqlite_url: str,
+    dovecot: Dovecot,
+    account: Account,
+    daemon_config: Callable[..., Path],
+) -> None:
+    """The real thing: Dovecot stopped and started again under an idling daemon."""
+    count = stored(sqlite_url)
+    daemon = start_idling(daemon_config(dovecot.port), dovecot, account, count)
+    try:
+        cpu_before = cpu_seconds(daemon.proc.pid)
+        dovecot.restart()
+        append(dovecot, account, make_mail(message_id="<after@x.example>", subject="after"))
+        took = wait_for(lambda: count() == 2, 30)
+        cpu = cpu_seconds(daemon.proc.pid) - cpu_before
+    finally:
+        daemon.stop()
+    print(f"restart: stored {took} s after the restart, CPU {cpu:.2f} s")
+    assert took is not None, daemon.text()
+    assert cpu < CPU_LIMIT, daemon.text()
+
+
+def test_folder_recreated_under_a_stale_session_is_rescanned(
+    sqlite_url: str,
+    dovecot: Dovecot,
+    account: Account,
+    proxy: FaultProxy,
+    daemon_config: Callable[..., Path],
+) -> None:
+    """Cyrus keeps a session on a deleted folder and answers NOOP and SEARCH with nothing;
+    the proxy's stale mode plays that server, while STATUS tells the truth."""
+    with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+        client.login(account.username, account.password)
+        client.create_folder("Support")
+    config = daemon_config(proxy.port, imap__folder="Support")
+    count = stored(sqlite_url)
+    daemon = Daemon(config)
+    try:
+        append(dovecot, account, make_mail(message_id="<old@x.example>"), folder="Support")
+        assert wait_for(lambda: count() == 1, 30) is not None, daemon.text()
+        time.sleep(1.0)
+        assert proxy.stale() == 1
+        with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+            client.login(account.username, account.password)
+            client.delete_folder("Support")
+            client.create_folder("Support")
+        append(dovecot, account, make_mail(message_id="<new@x.example>"), folder="Support")
+        took = wait_for(lambda: count() == 2, IDLE_TIMEOUT + 15)
+    finally:
+        daemon.stop()
+    log = daemon.text()
+    print(f"recreated folder: new mail stored after {took} s")
+    assert took is not None, log + proxy.log_text()
+    assert "the folder was recreated" in log
+
+
+def test_folder_recreated_on_dovecot_is_rescanned(
+    sqlite_url: str,
+    dovecot: Dovecot,
+    account: Account,
+    daemon_config: Callable[..., Path],
+) -> None:
+    """Dovecot ends the session instead; the reconnect finds the new UIDVALIDITY."""
+    with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+        client.login(account.username, account.password)
+        client.create_folder("Support")
+    count = stored(sqlite_url)
+    daemon = Daemon(daemon_config(dovecot.port, imap__folder="Support"))
+    try:
+        append(dovecot, account, make_mail(message_id="<old@x.example>"), folder="Support")
+        assert wait_for(lambda: count() == 1, 30) is not None, daemon.text()
+        with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+            client.login(account.username, account.password)
+            client.delete_folder("Support")
+            client.create_folder("Support")
+        append(dovecot, account, make_mail(message_id="<new@x.example>"), folder="Support")
+        took = wait_for(lambda: count() == 2, IDLE_TIMEOUT + 15)
+    finally:
+        daemon.stop()
+    assert took is not None, daemon.text()
