@@ -128,6 +128,10 @@ class ImapSource:
         folder and answers NOOP and SEARCH with nothing (Cyrus does).
         """
         if self.client is not None:
+            try:
+                self.client.noop()  # lets the session see mail that arrived since (SEARCH may not)
+            except _NETWORK_ERRORS as exc:
+                raise self._error("NOOP", exc) from exc
             current = self._status_uidvalidity()
             if current == self.uidvalidity:
                 return self.uidvalidity
