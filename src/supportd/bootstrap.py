@@ -21,13 +21,16 @@ from supportd.adapters.db.store import unit_of_work
 from supportd.adapters.imap import ImapSource
 from supportd.adapters.parsepool import ParsePool, parse_serial
 from supportd.adapters.smtp import SmtpTransport
+from supportd.adapters.teammail import TeamComposer
 from supportd.config import HoursSettings, Settings
 from supportd.domain.acknowledgement import SupportHours
+from supportd.domain.agents import parse_agent
 from supportd.domain.calendar import BusinessCalendar, parse_days
 from supportd.domain.classify import rules_from
 from supportd.errors import ConfigError
 from supportd.services.ingest import DeskIdentity, Ingestor, ReplyPolicy
 from supportd.services.outbox import OutboxSender
+from supportd.services.team import Team, TeamPolicy
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
@@ -148,6 +151,29 @@ def build_replies(settings: Settings) -> ReplyPolicy:
     )
 
 
+def build_team(settings: Settings, replies: ReplyPolicy) -> Team | None:
+    """The team's side: notifications, relays, notes and commands (None without agents)."""
+    support = settings.support
+    if not support.agents:
+        return None
+    composer = replies.composer
+    assert isinstance(composer, Composer)
+    mail = TeamComposer(
+        composer, secret=support.secret_key, forward_limit=support.forward_attachments_bytes
+    )
+    return Team(
+        TeamPolicy(
+            agents=tuple(parse_agent(a) for a in support.agents),
+            address=support.address,
+            product=support.product,
+            secret=support.secret_key,
+            mail=mail,
+            authserv_id=support.authserv_id,
+            reopen_days=support.reopen_days,
+        )
+    )
+
+
 def build_desk(
     settings: Settings, *, engine: Engine | None = None, check_schema: bool = True
 ) -> Desk:
@@ -157,20 +183,22 @@ def build_desk(
     desk_identity = DeskIdentity(
         product=settings.support.product,
         address=settings.support.address,
-        agents=frozenset(settings.support.agents),
+        agents=frozenset(parse_agent(a).email for a in settings.support.agents),
     )
     workers = settings.imap.parse_workers
     if workers is None:
         workers = 1 if (os.cpu_count() or 1) > 1 else 0
     rules = settings.classification.rules
     pool = ParsePool(workers, rules) if workers > 0 else None
+    replies = build_replies(settings)
     ingestor = Ingestor(
         unit_of_work(engine),
         desk_identity,
         partial(parse_serial, rules=rules),
         utcnow,
         parse_async=pool.parse_async if pool else None,
-        replies=build_replies(settings),
+        replies=replies,
+        team=build_team(settings, replies),
     )
     outbox = OutboxSender(
         outbox_unit_of_work(engine),

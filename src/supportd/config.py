@@ -98,9 +98,19 @@ class SupportSettings(_Section):
     address: str
     name: str = "Support"
     product: str = "Support"
+    # "Rahim Uddin <rahim@wperp.example>" or "rahim@wperp.example"
     agents: list[str] = Field(default_factory=list)
     escalation: list[str] = Field(default_factory=list)
     secret_key: str = Field(min_length=16)
+    # Trust an agent's mail without a reply token when the first Authentication-Results
+    # header from this authserv-id (your own MTA) says dmarc=pass or dkim=pass ("" = never).
+    authserv_id: str = ""
+    # A customer's mail on a ticket closed at most this many days ago reopens it; later
+    # it opens a new ticket that names the old one.
+    reopen_days: float = Field(default=14, ge=0)
+    # Customer attachments up to this size in all are forwarded to the agents; larger ones
+    # are listed by name and size (they stay on the ticket).
+    forward_attachments_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     # Pre-sales and account mail gets a copy here (empty: no copy).
     sales: str = ""
     # Website form mailers: their mail is attributed to the customer in Reply-To or the body.
@@ -128,7 +138,14 @@ class SupportSettings(_Section):
             raise ValueError("expected a bare address like support@example.com")
         return value.strip().lower()
 
-    @field_validator("agents", "escalation", "form_senders")
+    @field_validator("agents")
+    @classmethod
+    def _agents(cls, values: list[str]) -> list[str]:
+        from supportd.domain.agents import parse_agent
+
+        return [str(parse_agent(v)) for v in values]
+
+    @field_validator("escalation", "form_senders")
     @classmethod
     def _addresses(cls, values: list[str]) -> list[str]:
         for value in values:

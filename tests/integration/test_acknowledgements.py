@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -10,8 +11,10 @@ from sqlalchemy import select
 
 from supportd.adapters.db.models import MessageRow, Suppression
 from supportd.adapters.db.views import list_outbox, list_tickets, show_ticket
+from supportd.bootstrap import Desk
 from supportd.domain.autoreply import issued_by_us
-from tests.support.desk import append, imap, make_desk, run_once
+from tests.support.desk import append, imap, run_once
+from tests.support.desk import make_desk as _make_desk
 from tests.support.dovecot import Account, Dovecot
 from tests.support.mail import make_mail
 from tests.support.smtp import Sink
@@ -23,6 +26,12 @@ SECRET = "test-secret-key-0123456789"
 def arrive(dovecot: Dovecot, account: Account, raw: bytes, when: datetime) -> None:
     with imap(dovecot, account) as client:
         client.append("INBOX", raw, msg_time=when)
+
+
+def make_desk(*args: Any, **overrides: Any) -> Desk:
+    """Desks without agents: these tests watch acknowledgements, not notifications."""
+    overrides.setdefault("support__agents", [])
+    return _make_desk(*args, **overrides)
 
 
 @pytest.mark.parametrize(
@@ -329,9 +338,9 @@ def test_no_acknowledgement_to_robots_or_agents(
         make_mail(sender="agent@desk.example", message_id="<ag@d>"),
         make_mail(sender="support@desk.example", message_id="<self@d>"),
     )
-    desk = make_desk(sqlite_url, dovecot, account)
+    desk = make_desk(sqlite_url, dovecot, account, support__agents=["agent@desk.example"])
     assert run_once(desk).new_tickets == 4
-    assert smtp.received == []
+    assert smtp.received == []  # no acknowledgement, and no notification either
     with desk.engine.connect() as conn:
         decisions = list(conn.execute(select(MessageRow.reply_decision)).scalars())
     assert all(d.startswith("suppressed: ") for d in decisions) and len(decisions) == 4

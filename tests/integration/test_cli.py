@@ -107,6 +107,8 @@ def test_migrate_run_once_and_read_tickets(
         ("in", "customer"),
         ("in", "customer"),
         ("out", "auto_reply"),
+        ("out", "notification"),  # each customer message, to the one agent
+        ("out", "notification"),
     ]
 
     table = supportd(config, "tickets", "list").stdout
@@ -208,8 +210,10 @@ def test_outbox_list_and_retry(config: Path, dovecot: Dovecot, account: Account)
     append(dovecot, account, make_mail())
     closed = {"SUPPORTD_SMTP__PORT": str(free_port())}  # SMTP unreachable: the ack waits
     assert supportd(config, "run", "--once", env=closed).returncode == 0
-    [row] = json.loads(supportd(config, "outbox", "list", "--json").stdout)
-    assert row["status"] == "pending" and row["kind"] == "auto_reply"
+    rows = json.loads(supportd(config, "outbox", "list", "--json").stdout)
+    assert sorted(r["kind"] for r in rows) == ["auto_reply", "notification"]
+    [row] = [r for r in rows if r["kind"] == "auto_reply"]
+    assert row["status"] == "pending"
     assert row["to"] == "alice@customer.example" and row["attempts"] == 1
     assert "Connect" in row["last_error"] or "connect" in row["last_error"]
     assert "auto_reply" in supportd(config, "outbox", "list").stdout

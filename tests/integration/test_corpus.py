@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from supportd.adapters.db.models import DuplicateDelivery, MessageRow, QuarantineItem
+from supportd.adapters.db.views import list_outbox
 from tests.conftest import CORPUS
 from tests.support.desk import count, incoming, make_desk, run_once
 from tests.support.dovecot import Account, Dovecot
@@ -114,9 +115,14 @@ def test_robots_get_no_acknowledgement_and_people_exactly_one(
         ):
             people += 1
             assert row.reply_decision == "sent", row.reply_decision
+    reached = [r for r in smtp.received if r.message["Auto-Submitted"] == "auto-replied"]
+    notified = [r for r in smtp.received if r.recipients == ["agent@desk.example"]]
     print(
         f"corpus: {sent} acknowledgements for {people} tickets opened by people; "
-        f"{len(smtp.received)} reached the SMTP sink"
+        f"{len(reached)} reached the SMTP sink, with {len(notified)} notifications to the agent"
     )
-    assert sent == people == len(smtp.received) == len(acks)
+    assert sent == people == len(reached) == len(acks)
+    # Every notification of the corpus's mail (attachments, charsets, broken MIME) went out.
+    assert list_outbox(desk.engine, "failed") == [] and list_outbox(desk.engine, "pending") == []
+    assert len(notified) >= people
     assert len(set(acks)) == len(acks)  # one per ticket

@@ -28,6 +28,17 @@ def test_demo_threads_sample_mail_into_tickets_and_leaves_nothing_behind() -> No
     assert "To: Alice Rahman <alice@customer.example>" in out
     assert "Subject: [WPERP #1] Cannot install WPERP on PHP 8.2" in out
     assert "To: Carol" not in out
+    # The agents' loop: notification with a reply token, a Thunderbird reply, the relay
+    # with only the new words, and an internal note that reaches the other agent only.
+    assert "Reply-To: support+1-" in out
+    relayed = out.split("Alice receives 1 mail(s), only the new words:")[1].split("#note")[0]
+    assert 'From: "Rahim Uddin (WPERP Support)" <support@demo.example>' in relayed
+    assert "memory_limit = 256M" in relayed and "Cc: bob@customer.example" in relayed
+    assert "wrote:" not in relayed and "Reply above this line" not in relayed
+    note = out.split("replies with #note: it goes to Rahim Uddin only:")[1].split("Ticket #1")[0]
+    assert "To: Rahim Uddin <rahim@demo.example>" in note and "opcache" in note
+    assert "alice@" not in note
+    assert "first response at 20" in out
     folder = next(line.split()[1] for line in out.splitlines() if line.startswith("database:"))
     assert not Path(folder).exists()
 

@@ -97,7 +97,10 @@ def settle(router: Router, count: int, timeout: float = 10) -> None:
 def test_vacation_responder_and_desk_do_not_loop(
     sqlite_url: str, dovecot: Dovecot, account: Account, router: Router
 ) -> None:
-    desk = make_desk(sqlite_url, dovecot, account, smtp__port=dovecot.submission_port)
+    # No agents: only the desk's acknowledgement and the responder talk here.
+    desk = make_desk(
+        sqlite_url, dovecot, account, smtp__port=dovecot.submission_port, support__agents=[]
+    )
     append(
         dovecot,
         account,

@@ -18,7 +18,7 @@ from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 
-from supportd.domain.mail import Address, Bounce, ParsedMail, body_digest
+from supportd.domain.mail import Address, Attachment, Bounce, ParsedMail, body_digest
 
 TEXT_LIMIT = 1_000_000  # characters of body text kept on the ticket (raw is kept whole)
 PART_LIMIT = 8 * 1024 * 1024  # bytes of one text part decoded at most
@@ -347,10 +347,18 @@ def parse(raw: bytes) -> ParsedMail:
     """ParsedMail from a message's raw bytes; raises only if nothing at all is readable."""
     msg = _message(raw)
     headers: dict[str, str] = {}
+    delivered: list[str] = []
+    auth_results: list[str] = []
     for name, value in msg.raw_items():
         key = name.strip().lower()
-        if key in _WANTED and key not in headers and isinstance(value, str):
+        if not isinstance(value, str):
+            continue
+        if key in _WANTED and key not in headers:
             headers[key] = value
+        elif key in ("delivered-to", "x-original-to") and len(delivered) < 20:
+            delivered.extend(a.email for a in _addresses(value))
+        elif key == "authentication-results" and len(auth_results) < 20:
+            auth_results.append(clean_header(_unfold(value))[:2000])
     defects = [type(d).__name__ for d in getattr(msg, "defects", [])]
 
     senders = _addresses(headers.get("from")) or _addresses(headers.get("sender"))
@@ -387,7 +395,47 @@ def parse(raw: bytes) -> ParsedMail:
         content_type=content_type,
         defects=tuple(defects),
         body_digest=body_digest(raw),
+        delivered_to=tuple(delivered),
+        auth_results=tuple(auth_results),
         bounce=_bounce(
             msg, raw, headers, sender.email if sender else "", subject, text, message_id
         ),
     )
+
+
+def bodies(raw: bytes) -> tuple[str, str]:
+    """(text/plain, text/html) of a message, each "" when absent; attachments skipped."""
+    msg = _PARSER.parsebytes(raw)
+    plain = html = ""
+    for part in msg.walk():
+        if part.is_multipart() or (_is_attachment(part) and part is not msg):
+            continue
+        try:
+            ctype = part.get_content_type()
+            if ctype == "text/plain" and not plain:
+                plain = clean_text(_part_text(part))
+            elif ctype == "text/html" and not html:
+                html = _part_text(part)
+        except Exception:
+            continue
+    return plain, html
+
+
+def attachments(raw: bytes) -> list[Attachment]:
+    """The files a message carries (parts with a file name), decoded; bad parts skipped."""
+    msg = _PARSER.parsebytes(raw)
+    found: list[Attachment] = []
+    for part in msg.walk():
+        if part.is_multipart() or part is msg:
+            continue
+        try:
+            filename = part.get_filename()
+            if not filename:
+                continue
+            data = part.get_payload(decode=True)
+            if isinstance(data, bytes):
+                name = clean_header(decode_value(filename))[:200] or "attachment"
+                found.append(Attachment(name, part.get_content_type(), data))
+        except Exception:
+            continue
+    return found

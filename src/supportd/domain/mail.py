@@ -51,6 +51,10 @@ class ParsedMail:
     # Filled where the mail is parsed (the parse worker, on the second core):
     body_digest: str = ""  # see body_digest()
     category: str = ""  # see domain.classify; "" = not classified yet
+    # Where the mail was delivered (Delivered-To, X-Original-To), for reply tokens.
+    delivered_to: tuple[str, ...] = ()
+    # Authentication-Results header values, top (newest) first.
+    auth_results: tuple[str, ...] = ()
 
     def thread_references(self) -> tuple[str, ...]:
         """Message-IDs this mail answers, the nearest parent first."""
@@ -89,6 +93,13 @@ def dedup_key(mail: ParsedMail, raw: bytes) -> str:
     ]
     joined = "\x1f".join(parts).encode("utf-8", "surrogatepass")
     return hashlib.sha256(joined).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ from supportd.entrypoints.daemon import Runner
 PRODUCT = "WPERP"
 SUPPORT = "support@demo.example"
 USER, PASSWORD = "support", "demo-password"
+AGENT, AGENT_NAME = "rahim@demo.example", "Rahim Uddin"
+OTHER, OTHER_NAME = "nadia@demo.example", "Nadia Islam"
 
 
 def free_port() -> int:
@@ -184,7 +186,7 @@ def demo_settings(folder: Path, imap_port: int, smtp_port: int) -> Settings:
                 "address": SUPPORT,
                 "name": "WPERP Support",
                 "product": PRODUCT,
-                "agents": ["agent@demo.example"],
+                "agents": [f"{AGENT_NAME} <{AGENT}>", f"{OTHER_NAME} <{OTHER}>"],
                 "secret_key": "demo-secret-key-not-for-production",
             },
         }
@@ -230,21 +232,107 @@ def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
                 "\nMallory's mail carried ticket #1's tag but she is no participant, "
                 "so it opened its own ticket. Carol's out-of-office reply got no answer."
             )
-            echo(f"\nThe SMTP sink received {len(sent)} acknowledgement(s):")
-            for raw in sent:
-                msg = message_from_bytes(raw, policy=policy.default)
+            acks = [m for m in _parsed(sent) if m["Auto-Submitted"] == "auto-replied"]
+            echo(f"\nThe SMTP sink received {len(acks)} acknowledgement(s):")
+            for msg in acks:
+                _show(echo, msg, 14)
+            notes = [m for m in _parsed(sent) if AGENT in str(m["To"])]
+            echo(f"\n{AGENT_NAME} received {len(notes)} notification(s); the first:")
+            _show(echo, notes[0], 12, headers=("From", "Reply-To"))
+
+            seen = len(sent)
+            reply = thunderbird_reply(notes[0], AGENT_NAME, AGENT, ANSWER)
+            with IMAPClient("127.0.0.1", port=imap_port, ssl=False) as client:
+                client.login(USER, PASSWORD)
+                client.append("INBOX", reply)
+            echo(
+                f"\n{AGENT_NAME} answers from Thunderbird (reply to the notification, quote "
+                "in both the text and the HTML part); the desk runs again:"
+            )
+            Runner(desk).run_once()
+            relayed = [m for m in _parsed(sent[seen:]) if "alice@" in str(m["To"])]
+            echo(f"\nAlice receives {len(relayed)} mail(s), only the new words:")
+            for msg in relayed:
+                _show(echo, msg, 12, headers=("From", "Cc", "In-Reply-To"))
+
+            seen = len(sent)
+            other = next(m for m in _parsed(sent) if OTHER in str(m["To"]))
+            with IMAPClient("127.0.0.1", port=imap_port, ssl=False) as client:
+                client.login(USER, PASSWORD)
+                client.append("INBOX", thunderbird_reply(other, OTHER_NAME, OTHER, NOTE))
+            Runner(desk).run_once()
+            echo(f"\n{OTHER_NAME} replies with #note: it goes to {AGENT_NAME} only:")
+            for msg in _parsed(sent[seen:]):
+                _show(echo, msg, 8)
+            detail = show_ticket(engine, 1) or {}
+            echo(
+                f"\nTicket #1 now: status {detail.get('status')}, first response at "
+                f"{detail.get('first_responded_at')}; messages:"
+            )
+            for msg in detail.get("messages", []):
                 echo(
-                    f"\n  To: {msg['To']}\n  Subject: {msg['Subject']}\n"
-                    f"  Auto-Submitted: {msg['Auto-Submitted']}"
+                    f"     {msg['direction']:<3} {msg['kind']:<12} {msg['from']}: {msg['subject']}"
                 )
-                body = msg.get_body(("plain",))
-                text = body.get_content() if isinstance(body, EmailMessage) else ""
-                for line in text.strip().splitlines()[:14]:
-                    echo(f"  | {line}")
-                echo("  | ...")
             desk.close()
     finally:
         if keep:
             echo(f"kept {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+ANSWER = (
+    "Hi Alice,\n\n"
+    "the blank page is PHP running out of memory. Please set memory_limit = 256M in\n"
+    "php.ini, restart the web server and run the installer again.\n\n"
+    "Rahim"
+)
+NOTE = "#note\nSeen this twice on PHP 8.2 hosts with opcache on; worth asking about opcache."
+
+
+def _parsed(raws: list[bytes]) -> list[EmailMessage]:
+    return [message_from_bytes(raw, policy=policy.default) for raw in raws]  # type: ignore[misc,unused-ignore]
+
+
+def _show(
+    echo: Callable[[str], None], msg: EmailMessage, lines: int, headers: tuple[str, ...] = ()
+) -> None:
+    echo(f"\n  To: {msg['To']}\n  Subject: {msg['Subject']}")
+    for name in (*headers, "Auto-Submitted"):
+        if msg[name]:
+            echo(f"  {name}: {msg[name]}")
+    body = msg.get_body(("plain",))
+    text = body.get_content() if isinstance(body, EmailMessage) else ""
+    for line in text.strip().splitlines()[:lines]:
+        echo(f"  | {line}")
+    echo("  | ...")
+
+
+def thunderbird_reply(notification: EmailMessage, name: str, address: str, words: str) -> bytes:
+    """An answer as Thunderbird writes it: the quote in both the text and the HTML part."""
+    import html
+
+    body = notification.get_body(("plain",))
+    quoted = body.get_content() if isinstance(body, EmailMessage) else ""
+    when = notification["Date"]
+    attribution = f"On {when}, {notification['From']} wrote:"
+    text = (
+        words + "\n\n" + attribution + "\n" + "\n".join("> " + line for line in quoted.splitlines())
+    )
+    html_part = (
+        "<html><body><p>" + html.escape(words).replace("\n", "<br>") + "</p>"
+        f'<div class="moz-cite-prefix">{html.escape(attribution)}</div>'
+        f'<blockquote type="cite"><pre>{html.escape(quoted)}</pre></blockquote></body></html>'
+    )
+    msg = EmailMessage()
+    msg["From"] = f"{name} <{address}>"
+    msg["To"] = notification["Reply-To"]
+    msg["Subject"] = "Re: " + str(notification["Subject"])
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = f"<reply-{abs(hash(words))}@demo.example>"
+    msg["In-Reply-To"] = notification["Message-ID"]
+    msg["References"] = f"{notification['References']} {notification['Message-ID']}"
+    msg["User-Agent"] = "Mozilla Thunderbird"
+    msg.set_content(text)
+    msg.add_alternative(html_part, subtype="html")
+    return msg.as_bytes()

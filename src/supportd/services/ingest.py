@@ -24,6 +24,7 @@ from supportd.errors import SupportdError
 from supportd.services.archive import ArchiveLog
 from supportd.services.plan import ChunkPlan, Outgoing
 from supportd.services.ports import Clock, Composer, MailSource, TicketStore, UnitOfWorkFactory
+from supportd.services.team import Filed, Team
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class Ingestor:
         clock: Clock,
         parse_async: ParseAsync | None = None,
         replies: ReplyPolicy | None = None,
+        team: Team | None = None,
     ) -> None:
         self.uow = uow
         self.desk = desk
@@ -111,6 +113,7 @@ class Ingestor:
         self.clock = clock
         self.parse_async = parse_async
         self.replies = replies
+        self.team = team
         # The ownership epoch this process claimed (None: unfenced, single-process use).
         self.epoch: int | None = None
 
@@ -351,8 +354,25 @@ class Ingestor:
         decision = decide(threading_mail, self.desk.product, known, plan.members, related)
         sender = mail.sender.email if mail.sender else ""
         automatic = automatic_reason(mail)
+        team = self.team
+        untrusted = ""
+        if team is not None and sender in team.policy.emails and mail.bounce is None:
+            filed = team.file_agent_mail(plan, fetched, mail, decision.ticket, automatic)
+            if filed.ticket is not None:
+                return self._file_team_row(plan, fetched, mail, key, filed, automatic)
+            untrusted = filed.untrusted  # stored like a customer's mail, relayed to nobody
+        existing = decision.ticket
+        continues = None
+        if (
+            existing is not None
+            and team is not None
+            and mail.bounce is None
+            and not automatic
+            and team.continued(plan, existing, fetched.internaldate)
+        ):
+            continues, existing = existing, None  # closed long ago: a new ticket names it
         category = "other"
-        if decision.ticket is None:
+        if existing is None:
             due = None
             if replies and not automatic:
                 category = mail.category or classify(mail.subject, mail.text, replies.rules)
@@ -369,10 +389,11 @@ class Ingestor:
                 fetched.internaldate,
                 category,
                 due,
+                continues,
             )
             requester = sender
         else:
-            ticket = decision.ticket
+            ticket = existing
             requester = plan.requester(ticket)
         plan.add_members(
             ticket, new_participants(mail, requester, self.desk.own_addresses), requester
@@ -387,7 +408,7 @@ class Ingestor:
                         f"permanent bounce, UID {fetched.uid} of {plan.mailbox}",
                     )
         else:
-            kind = "agent" if sender in self.desk.agents else "customer"
+            kind = "customer"
         row = message_row(
             mail,
             fetched,
@@ -398,13 +419,48 @@ class Ingestor:
             dedup_key=key,
             now=plan.now,
         )
+        row["untrusted"] = untrusted
         if replies is not None:
             row["reply_decision"] = self._reply(
-                plan, ticket, mail, fetched, category, decision.ticket is None, automatic
+                plan, ticket, mail, fetched, category, existing is None, automatic
             )
         plan.add_message(ticket, row, mail, key, reopen=kind == "customer" and not automatic)
+        if (
+            team is not None
+            and kind == "customer"
+            and not automatic
+            and not untrusted
+            and sender != self.desk.address  # the desk writing to itself: a loop, not a customer
+        ):
+            team.notify(plan, ticket, mail, fetched.raw)
         log.debug("%s UID %d -> ticket %d (%s)", plan.mailbox, fetched.uid, ticket, decision.reason)
         return ticket
+
+    def _file_team_row(
+        self,
+        plan: ChunkPlan,
+        fetched: FetchedMail,
+        mail: ParsedMail,
+        key: str,
+        filed: Filed,
+        automatic: str,
+    ) -> int:
+        """Store an agent's mail as the team side decided (reply, note, direct answer)."""
+        assert filed.ticket is not None
+        row = message_row(
+            mail,
+            fetched,
+            kind=filed.kind,
+            automatic=automatic,
+            mailbox=plan.mailbox,
+            uidvalidity=plan.uidvalidity,
+            dedup_key=key,
+            now=plan.now,
+        )
+        row.update(direction=filed.direction, text=filed.text, reply_decision="suppressed: agent")
+        row["untrusted"] = filed.untrusted
+        plan.add_message(filed.ticket, row, mail, key, reopen=False)
+        return filed.ticket
 
     def _reply(
         self,
@@ -546,4 +602,5 @@ def message_row(
         "size": len(fetched.raw),
         "raw": fetched.raw,
         "created_at": now,
+        "untrusted": "",
     }

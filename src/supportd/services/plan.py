@@ -8,10 +8,11 @@ creates. New tickets get negative placeholder numbers until the flush inserts th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from supportd.domain.mail import FetchedMail, ParsedMail
+from supportd.domain.team import ThreadHead, TicketState
 from supportd.services.ports import TicketStore
 
 
@@ -25,6 +26,7 @@ class NewTicket:
     category: str = "other"
     due: datetime | None = None
     message_count: int = 0
+    continues: int | None = None
 
 
 # Builds an outgoing mail once its ticket number and Message-ID are known:
@@ -34,7 +36,7 @@ Build = Callable[[int, str], tuple[str, str, bytes]]
 
 @dataclass
 class Outgoing:
-    ticket: int
+    ticket: int | None  # None: on no ticket (a notice about a ticket that is gone)
     kind: str
     sender: str
     recipient: str
@@ -69,6 +71,9 @@ class ChunkPlan:
     batch_keys: dict[str, int] = field(default_factory=dict)
     outgoing: list[Outgoing] = field(default_factory=list)
     suppressions: dict[str, tuple[datetime, str]] = field(default_factory=dict)
+    # Column changes per ticket (status, assignee, category, first_responded_at ...).
+    changes: dict[int, dict[str, object]] = field(default_factory=dict)
+    _states: dict[int, TicketState | None] = field(default_factory=dict)
     _members: dict[int, set[str]] = field(default_factory=dict)
     _requesters: dict[int, str] = field(default_factory=dict)
     _sent: dict[str, int] = field(default_factory=dict)
@@ -122,6 +127,51 @@ class ChunkPlan:
             self._suppressed[address] = self.store.suppressed_until(address)
         return self._suppressed[address]
 
+    def state(self, ticket: int) -> TicketState | None:
+        """The ticket as this chunk leaves it so far (None: no such ticket)."""
+        if ticket < 0:
+            t = self.new_tickets[-ticket - 1]
+            base: TicketState | None = TicketState(
+                ticket,
+                t.subject,
+                t.requester,
+                t.requester_name,
+                "open",
+                t.category,
+                t.due,
+                continues=t.continues,
+            )
+        else:
+            if ticket not in self._states:
+                self._states[ticket] = self.store.ticket_state(ticket)
+            base = self._states[ticket]
+        if base is None:
+            return None
+        changed = {
+            k: v for k, v in self.changes.get(ticket, {}).items() if k in TicketState.__slots__
+        }
+        return replace(base, **changed) if changed else base  # type: ignore[arg-type]
+
+    def change(self, ticket: int, **values: object) -> None:
+        """Set ticket columns at flush (first_responded_at only where still empty)."""
+        current = self.changes.setdefault(ticket, {})
+        if "first_responded_at" in values and "first_responded_at" in current:
+            values.pop("first_responded_at")  # the earliest answer of the chunk counts
+        current.update(values)
+
+    def thread_head(self, ticket: int) -> ThreadHead:
+        """The latest trusted customer message of the ticket: answers are threaded to it."""
+        for row in reversed(self.messages):
+            if (
+                row["ticket_number"] == ticket
+                and row["kind"] == "customer"
+                and not row.get("untrusted")
+            ):
+                refs = str(row["references"]).split()
+                return ThreadHead(row["message_id"], tuple(refs))  # type: ignore[arg-type]
+        found = self.store.latest_customer_message(ticket) if ticket > 0 else None
+        return ThreadHead(*found) if found else ThreadHead(None, ())
+
     def suppress(self, address: str, until: datetime, reason: str) -> None:
         self.suppressions[address] = (until, reason)
 
@@ -138,10 +188,13 @@ class ChunkPlan:
         created_at: datetime,
         category: str = "other",
         due: datetime | None = None,
+        continues: int | None = None,
     ) -> int:
         placeholder = -(len(self.new_tickets) + 1)
         self.new_tickets.append(
-            NewTicket(placeholder, subject, requester, name, created_at, category, due)
+            NewTicket(
+                placeholder, subject, requester, name, created_at, category, due, 0, continues
+            )
         )
         self._members[placeholder] = set()
         self._requesters[placeholder] = requester
@@ -195,6 +248,7 @@ class ChunkPlan:
                     "updated_at": max(t.created_at, self.now),
                     "escalation_level": 0,
                     "message_count": t.message_count,
+                    "continues": t.continues,
                 }
                 for t in self.new_tickets
             ]
@@ -228,6 +282,9 @@ class ChunkPlan:
         self.store.touch_tickets(
             [(number, t.count, t.reopen) for number, t in self.touched.items()], self.now
         )
+        self.store.update_tickets(
+            [(real(number), values) for number, values in self.changes.items()]
+        )
         self.store.add_suppressions(
             [(address, until, reason) for address, (until, reason) in self.suppressions.items()],
             self.now,
@@ -242,7 +299,7 @@ class ChunkPlan:
         ids = self.store.insert_outbox(
             [
                 {
-                    "ticket_number": real(o.ticket),
+                    "ticket_number": None if o.ticket is None else real(o.ticket),
                     "kind": o.kind,
                     "sender": o.sender,
                     "recipients": o.recipient,
@@ -260,11 +317,14 @@ class ChunkPlan:
         copies: list[dict[str, object]] = []
         for row_id, o in zip(ids, self.outgoing, strict=True):
             message_id = self.message_id_for(row_id)
-            subject, text, raw = o.build(real(o.ticket), message_id)
+            number = 0 if o.ticket is None else real(o.ticket)
+            subject, text, raw = o.build(number, message_id)
             finished.append((row_id, message_id, raw))
+            if o.ticket is None:
+                continue
             copies.append(
                 {
-                    "ticket_number": real(o.ticket),
+                    "ticket_number": number,
                     "direction": "out",
                     "kind": o.kind,
                     "from_addr": o.sender,
@@ -292,4 +352,5 @@ class ChunkPlan:
                 }
             )
         self.store.finish_outbox(finished)
-        self.store.insert_messages(copies, returning=False)
+        if copies:
+            self.store.insert_messages(copies, returning=False)

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from supportd.domain.acknowledgement import AckContext
 from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
+from supportd.domain.team import TicketState
 
 __all__ = ["Composer", "Cursor", "FetchedMail", "MailSource", "TicketStore", "UnitOfWorkFactory"]
 
@@ -78,6 +79,14 @@ class TicketStore(Protocol):
     def participants(self, ticket: int) -> frozenset[str]: ...
 
     def requester(self, ticket: int) -> str: ...
+
+    def ticket_state(self, ticket: int) -> TicketState | None: ...
+
+    def latest_customer_message(self, ticket: int) -> tuple[str | None, tuple[str, ...]] | None:
+        """Message-ID and References of the ticket's latest (trusted) customer mail."""
+
+    def update_tickets(self, changes: Sequence[tuple[int, Mapping[str, object]]]) -> None:
+        """Set columns per ticket; first_responded_at only where it is still empty."""
 
     def insert_tickets(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
         """Insert tickets; their numbers, in the order given."""

@@ -82,6 +82,10 @@ class Ticket(Base):
     first_responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     escalation_level: Mapped[int] = mapped_column(Integer, default=0)
     message_count: Mapped[int] = mapped_column(Integer, default=0)
+    assignee: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The older ticket this one continues (a customer wrote long after it was closed).
+    continues: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Participant(Base):
@@ -128,6 +132,8 @@ class MessageRow(Base):
     automatic: Mapped[str] = mapped_column(String(200), default="")
     # For incoming mail: "sent", or "suppressed: <reason>" (why no acknowledgement went out).
     reply_decision: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    # Mail from an agent's address that was not trusted: why (it was relayed to nobody).
+    untrusted: Mapped[str] = mapped_column(String(300), default="", server_default="")
     defects: Mapped[str] = mapped_column(Text, default="")
     size: Mapped[int] = mapped_column(Integer, default=0)
     raw: Mapped[bytes] = mapped_column(LargeBinary)

@@ -25,6 +25,7 @@ from supportd.adapters.db.models import (
     Ticket,
 )
 from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
+from supportd.domain.team import TicketState
 from supportd.errors import FencedError
 
 _tickets = cast(Table, Ticket.__table__)
@@ -81,6 +82,29 @@ _PARTICIPANTS = select(_participants.c.address).where(
     _participants.c.ticket_number == bindparam("ticket")
 )
 _REQUESTER = select(_tickets.c.requester).where(_tickets.c.number == bindparam("ticket"))
+_TICKET_STATE = select(
+    _tickets.c.number,
+    _tickets.c.subject,
+    _tickets.c.requester,
+    _tickets.c.requester_name,
+    _tickets.c.status,
+    _tickets.c.category,
+    _tickets.c.first_response_due,
+    _tickets.c.assignee,
+    _tickets.c.closed_at,
+    _tickets.c.continues,
+).where(_tickets.c.number == bindparam("ticket"))
+_LATEST_CUSTOMER = (
+    select(_messages.c.message_id, _messages.c.references)
+    .where(
+        _messages.c.ticket_number == bindparam("ticket"),
+        _messages.c.direction == "in",
+        _messages.c.kind == "customer",
+        _messages.c.untrusted == "",
+    )
+    .order_by(_messages.c.id.desc())
+    .limit(1)
+)
 # RETURNING in parameter order: one statement for a whole batch (insertmanyvalues).
 _INSERT_TICKETS = insert(_tickets).returning(_tickets.c.number, sort_by_parameter_order=True)
 _INSERT_MESSAGES = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
@@ -215,6 +239,43 @@ class SqlTicketStore:
 
     def requester(self, ticket: int) -> str:
         return str(self.conn.execute(_REQUESTER, {"ticket": ticket}).scalar_one())
+
+    def ticket_state(self, ticket: int) -> TicketState | None:
+        row = self.conn.execute(_TICKET_STATE, {"ticket": ticket}).first()
+        if row is None:
+            return None
+        return TicketState(
+            number=row.number,
+            subject=row.subject,
+            requester=row.requester,
+            requester_name=row.requester_name,
+            status=row.status,
+            category=row.category,
+            due=row.first_response_due,
+            assignee=row.assignee,
+            closed_at=row.closed_at,
+            continues=row.continues,
+        )
+
+    def latest_customer_message(self, ticket: int) -> tuple[str | None, tuple[str, ...]] | None:
+        row = self.conn.execute(_LATEST_CUSTOMER, {"ticket": ticket}).first()
+        if row is None:
+            return None
+        return row.message_id, tuple(row.references.split())
+
+    def update_tickets(self, changes: Sequence[tuple[int, Mapping[str, object]]]) -> None:
+        for number, values in changes:
+            values = dict(values)
+            responded = values.pop("first_responded_at", None)
+            statement = update(_tickets).where(_tickets.c.number == number)
+            if responded is not None:  # the first answer only
+                statement = statement.values(
+                    first_responded_at=func.coalesce(_tickets.c.first_responded_at, responded)
+                )
+            if values:
+                statement = statement.values(**values)
+            if values or responded is not None:
+                self.conn.execute(statement)
 
     def insert_tickets(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
         if not rows:

@@ -36,6 +36,9 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
         "first_responded_at": iso(ticket.first_responded_at),
         "escalation_level": ticket.escalation_level,
         "message_count": ticket.message_count,
+        "assignee": ticket.assignee,
+        "closed_at": iso(ticket.closed_at),
+        "continues": ticket.continues,
     }
 
 
@@ -52,6 +55,8 @@ def message_view(row: MessageRow, delivery: dict[str, Any] | None = None) -> dic
         "date": iso(row.date),
         "automatic": row.automatic or None,
         "auto_reply": row.reply_decision or None,
+        # Mail from an agent's address that was not trusted, and why (relayed to nobody).
+        "untrusted": row.untrusted or None,
         "text": row.text,
     }
     if delivery is not None:

@@ -1,0 +1,248 @@
+"""Mail to and for the team: notifications, relayed answers, internal notes, notices.
+
+Built with email.mime (compat32) like the acknowledgements: every header value is one
+cleaned line (RFC 2047 where not ASCII), so nothing from incoming mail can add a header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html as html_lib
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from email import encoders
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr
+
+from supportd.adapters.authresults import parse_auth_headers
+from supportd.adapters.compose import Composer, _header
+from supportd.adapters.mailparse import attachments as attachments_of
+from supportd.adapters.mailparse import bodies, clean_header
+from supportd.adapters.replytext import MARKER, new_words
+from supportd.domain.agents import Agent, AuthHeader, reply_token, token_address
+from supportd.domain.mail import Address, Attachment
+from supportd.domain.team import ThreadHead, TicketFacts, reply_subject
+
+Built = tuple[str, str, bytes]  # (subject, text, raw)
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if n < 1024 or unit == "MB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n //= 1024
+    return f"{n} MB"
+
+
+def _address(address: Address | Agent) -> str:
+    return formataddr((clean_header(address.name), address.email), "utf-8")
+
+
+class TeamComposer:
+    """Renders the team's mail with the acknowledgement Composer's templates and filters."""
+
+    def __init__(self, composer: Composer, *, secret: str, forward_limit: int) -> None:
+        self.composer = composer
+        self.secret = secret
+        self.forward_limit = forward_limit
+        self.address = composer.support_address
+        self.domain = self.address.rsplit("@", 1)[-1]
+
+    def agent_reply(self, raw: bytes) -> tuple[str, list[Attachment]]:
+        """The agent's new words (mail-parser-reply and the rules of replytext) and files."""
+        plain, html = bodies(raw)
+        return new_words(plain, html, support_address=self.address), attachments_of(raw)
+
+    def auth_headers(self, values: Sequence[str]) -> tuple[AuthHeader, ...]:
+        return parse_auth_headers(values)
+
+    def thread_root(self, ticket: int, agent: str) -> str:
+        """A Message-ID every notification of (ticket, agent) refers to: one thread."""
+        digest = hmac.new(
+            self.secret.encode(), f"thread\x1f{ticket}\x1f{agent}".encode(), hashlib.sha256
+        ).hexdigest()[:16]
+        return f"<ticket-{ticket}.{digest}@{self.domain}>"
+
+    def _envelope(
+        self,
+        body: MIMEText | MIMEMultipart,
+        files: Sequence[Attachment],
+    ) -> MIMEText | MIMEMultipart:
+        if not files:
+            return body
+        mixed = MIMEMultipart("mixed")
+        mixed.attach(body)
+        for item in files:
+            maintype, _, subtype = item.content_type.partition("/")
+            part = MIMEBase(maintype or "application", subtype or "octet-stream")
+            part.set_payload(item.data)
+            encoders.encode_base64(part)
+            # RFC 2231 names are not folded: a long one would break the 998-octet line limit.
+            name = item.filename if len(item.filename) <= 60 else item.filename[-60:]
+            part.add_header("Content-Disposition", "attachment", filename=name)
+            mixed.attach(part)
+        return mixed
+
+    def _finish(
+        self,
+        msg: MIMEText | MIMEMultipart,
+        *,
+        sender: str,
+        to: str,
+        subject: str,
+        message_id: str,
+        in_reply_to: str | None,
+        references: Sequence[str],
+        cc: str = "",
+        reply_to: str = "",
+        auto: bool = True,
+    ) -> bytes:
+        msg["From"] = sender
+        msg["To"] = to
+        if cc:
+            msg["Cc"] = cc
+        if reply_to:
+            msg["Reply-To"] = reply_to
+        msg["Subject"] = _header(subject)
+        msg["Date"] = format_datetime(datetime.now(UTC))
+        msg["Message-ID"] = message_id
+        if in_reply_to:
+            msg["In-Reply-To"] = clean_header(in_reply_to)
+        refs = clean_header(" ".join(r for r in references if r))
+        if refs:
+            msg["References"] = refs
+        if auto:
+            msg["Auto-Submitted"] = "auto-generated"
+            msg["X-Auto-Response-Suppress"] = "All"
+        return msg.as_bytes()
+
+    def notification(
+        self,
+        facts: TicketFacts,
+        agent: Agent,
+        customer: Address,
+        text: str,
+        raw: bytes,
+        message_id: str,
+    ) -> Built:
+        """One customer message for one agent, with a reply token for that agent."""
+        files = attachments_of(raw) if raw else []
+        total = sum(len(f.data) for f in files)
+        forward = total <= self.forward_limit
+        listed = [(f.filename, _size(len(f.data)), forward) for f in files]
+        who = str(customer)
+        values = {"facts": facts, "customer": who, "text": text, "attachments": listed}
+        body_text = self.composer._render("notification.txt.j2", marker=MARKER, **values)
+        body_html = self.composer._render("notification.html.j2", marker=MARKER, **values)
+        body = MIMEMultipart("alternative")
+        body.attach(MIMEText(body_text, "plain", "utf-8"))
+        body.attach(MIMEText(body_html, "html", "utf-8"))
+        msg = self._envelope(body, files if forward else [])
+        subject = clean_header(f"{facts.tag} {facts.subject}")[:900]
+        name = f"{customer.name or customer.email} via {self.composer.support_name}"
+        token = reply_token(self.secret, facts.number, agent.email)
+        root = self.thread_root(facts.number, agent.email)
+        raw_out = self._finish(
+            msg,
+            sender=formataddr((clean_header(name), self.address), "utf-8"),
+            to=_address(agent),
+            reply_to=token_address(self.address, token),
+            subject=subject,
+            message_id=message_id,
+            in_reply_to=root,
+            references=[root],
+        )
+        return subject, text, raw_out
+
+    def relay(
+        self,
+        facts: TicketFacts,
+        agent: Agent,
+        to: Address,
+        cc: Sequence[str],
+        words: str,
+        files: Sequence[Attachment],
+        head: ThreadHead,
+        message_id: str,
+    ) -> Built:
+        """An agent's new words to the customer, from the desk under the agent's name."""
+        text = self.composer._render("relay.txt.j2", words=words, agent=agent, facts=facts)
+        paragraphs = "".join(
+            f"<p>{html_lib.escape(p).replace(chr(10), '<br>')}</p>"
+            for p in text.split("\n\n")
+            if p.strip()
+        )
+        body = MIMEMultipart("alternative")
+        body.attach(MIMEText(text, "plain", "utf-8"))
+        body.attach(
+            MIMEText(f"<!DOCTYPE html><html><body>{paragraphs}</body></html>", "html", "utf-8")
+        )
+        msg = self._envelope(body, files)
+        subject = clean_header(reply_subject(facts.tag, facts.subject))[:900]
+        name = f"{agent.name or agent.email} ({self.composer.support_name})"
+        refs = [*head.references, head.message_id] if head.message_id else list(head.references)
+        raw_out = self._finish(
+            msg,
+            sender=formataddr((clean_header(name), self.address), "utf-8"),
+            to=_address(to),
+            cc=", ".join(cc),
+            subject=subject,
+            message_id=message_id,
+            in_reply_to=head.message_id,
+            references=refs[-20:],
+            auto=False,
+        )
+        return subject, words, raw_out
+
+    def note(
+        self, facts: TicketFacts, author: Agent, reader: Agent, words: str, message_id: str
+    ) -> Built:
+        """An internal note for another agent (never for the customer)."""
+        text = self.composer._render(
+            "note.txt.j2", words=words, author=str(author), facts=facts, marker=MARKER
+        )
+        subject = clean_header(f"{facts.tag} Note: {facts.subject}")[:900]
+        token = reply_token(self.secret, facts.number, reader.email)
+        root = self.thread_root(facts.number, reader.email)
+        raw_out = self._finish(
+            MIMEText(text, "plain", "utf-8"),
+            sender=formataddr(
+                (
+                    clean_header(f"{author.name or author.email} via {self.composer.support_name}"),
+                    self.address,
+                ),
+                "utf-8",
+            ),
+            to=_address(reader),
+            reply_to=token_address(self.address, token),
+            subject=subject,
+            message_id=message_id,
+            in_reply_to=root,
+            references=[root],
+        )
+        return subject, words, raw_out
+
+    def notice(
+        self,
+        agent: Agent,
+        subject: str,
+        problems: Sequence[str],
+        message_id: str,
+        in_reply_to: str | None = None,
+    ) -> Built:
+        """To an agent: why their mail was not sent to the customer."""
+        text = self.composer._render("notice.txt.j2", subject=subject, problems=list(problems))
+        title = clean_header(f"Not sent: {subject}")[:900]
+        raw_out = self._finish(
+            MIMEText(text, "plain", "utf-8"),
+            sender=formataddr((clean_header(self.composer.support_name), self.address), "utf-8"),
+            to=_address(agent),
+            subject=title,
+            message_id=message_id,
+            in_reply_to=in_reply_to,
+            references=[in_reply_to] if in_reply_to else [],
+        )
+        return title, text, raw_out
