@@ -459,7 +459,7 @@ class Ingestor:
         )
         row.update(direction=filed.direction, text=filed.text, reply_decision="suppressed: agent")
         row["untrusted"] = filed.untrusted
-        plan.add_message(filed.ticket, row, mail, key, reopen=False)
+        plan.add_message(filed.ticket, row, mail, key, reopen=False, counted=False)
         return filed.ticket
 
     def _reply(

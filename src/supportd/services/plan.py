@@ -209,8 +209,16 @@ class ChunkPlan:
             known.add(address)
 
     def add_message(
-        self, ticket: int, row: dict[str, object], mail: ParsedMail, key: str, reopen: bool
+        self,
+        ticket: int,
+        row: dict[str, object],
+        mail: ParsedMail,
+        key: str,
+        reopen: bool,
+        counted: bool = True,
     ) -> None:
+        """Queue a stored message; `counted` ones add to the ticket's message_count (the
+        customers' mail; the team's replies and notes do not)."""
         self.batch_keys[key] = len(self.messages)
         self.messages.append({**row, "ticket_number": ticket})
         if mail.message_id:
@@ -219,10 +227,10 @@ class ChunkPlan:
         if parents:
             self.ticket_of_parent[parents[0]] = ticket
         if ticket < 0:
-            self.new_tickets[-ticket - 1].message_count += 1
+            self.new_tickets[-ticket - 1].message_count += int(counted)
         else:
             touch = self.touched.setdefault(ticket, Touch())
-            touch.count += 1
+            touch.count += int(counted)
             touch.reopen = touch.reopen or reopen
 
     def duplicate_of(self, key: str) -> int | str | None:
