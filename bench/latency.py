@@ -91,6 +91,17 @@ def latency(dovecot: Dovecot, server: SmtpServer, n: int, work: Path) -> None:
         daemon.terminate()
         daemon.wait(30)
     samples = [arrived[m] - sent_at[m] for m in sent_at if m in arrived]
+    missing = [m for m in sent_at if m not in arrived]
+    if missing:
+        import sqlite3
+
+        db = sqlite3.connect(work / "latency.db")
+        for mid in missing[:5]:
+            row = db.execute(
+                "SELECT reply_decision, created_at FROM messages WHERE message_id = ?", (mid,)
+            ).fetchone()
+            print(f"  missing {mid}: stored as {row}")
+        db.close()
     print(f"APPEND -> acknowledgement at the SMTP sink, IDLE, {len(samples)}/{n} mails:")
     print(
         f"  p50 {percentile(samples, 0.5) * 1000:.0f} ms, "

@@ -267,3 +267,29 @@ def test_folder_recreated_on_dovecot_is_rescanned(
     finally:
         daemon.stop()
     assert took is not None, daemon.text()
+
+
+def test_a_burst_appended_while_busy_is_stored_without_waiting_for_a_poll(
+    sqlite_url: str,
+    dovecot: Dovecot,
+    account: Account,
+    daemon_config: Callable[..., Path],
+) -> None:
+    """Mail that lands between a cycle's SEARCH and the next IDLE must not wait for the
+    600 s poll (the last mails of a burst did, before the NOOP ahead of IDLE)."""
+    count = stored(sqlite_url)
+    config = daemon_config(  # busy cycles (acknowledgements), and no early IDLE restart
+        dovecot.port, imap__idle_timeout=600, support__autoreply=True
+    )
+    daemon = start_idling(config, dovecot, account, count)
+    try:
+        with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+            client.login(account.username, account.password)
+            for n in range(60):
+                mid = f"<burst{n}@x.example>"
+                client.append("INBOX", make_mail(message_id=mid, subject=mid))
+                time.sleep(0.1)
+        took = wait_for(lambda: count() == 61, 10)
+        assert took is not None, f"{count()} of 61 stored\n{daemon.text()}"
+    finally:
+        daemon.stop()

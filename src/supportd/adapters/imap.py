@@ -384,7 +384,10 @@ class ImapSource:
         deadline = time.monotonic() + min(timeout, self.settings.idle_timeout)
         try:
             # Mail that arrived after the last SEARCH was announced (if at all) while we were
-            # busy, not in IDLE: look before idling, or it would wait for the next poll.
+            # busy, not in IDLE: look before idling, or it would wait for the next poll. The
+            # NOOP first: Dovecot's SEARCH answers from the session's view, which only a
+            # sync (NOOP) brings up to date; without it the last mails of a burst waited.
+            client.noop()
             if self.uids_after(self.last_seen_uid):
                 return
             client.idle()
