@@ -18,7 +18,7 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 
 from supportd.adapters.authresults import parse_auth_headers
-from supportd.adapters.compose import Composer, _header
+from supportd.adapters.compose import Composer, _header, boundary
 from supportd.adapters.mailparse import attachments as attachments_of
 from supportd.adapters.mailparse import bodies, clean_header
 from supportd.adapters.replytext import MARKER, new_words
@@ -27,6 +27,13 @@ from supportd.domain.mail import Address, Attachment
 from supportd.domain.team import ThreadHead, TicketFacts, reply_subject
 
 Built = tuple[str, str, bytes]  # (subject, text, raw)
+
+
+def _multipart(raw: bytes) -> bool:
+    """Only a multipart message can carry files: skip the full parse for the rest."""
+    end = raw.find(b"\r\n\r\n")
+    head = raw[: end if end >= 0 else 65536].lower()
+    return b"multipart/" in head
 
 
 def _size(n: int) -> str:
@@ -73,7 +80,7 @@ class TeamComposer:
     ) -> MIMEText | MIMEMultipart:
         if not files:
             return body
-        mixed = MIMEMultipart("mixed")
+        mixed = MIMEMultipart("mixed", boundary=boundary())
         mixed.attach(body)
         for item in files:
             maintype, _, subtype = item.content_type.partition("/")
@@ -129,7 +136,7 @@ class TeamComposer:
         message_id: str,
     ) -> Built:
         """One customer message for one agent, with a reply token for that agent."""
-        files = attachments_of(raw) if raw else []
+        files = attachments_of(raw) if _multipart(raw) else []
         total = sum(len(f.data) for f in files)
         forward = total <= self.forward_limit
         listed = [(f.filename, _size(len(f.data)), forward) for f in files]
@@ -137,7 +144,7 @@ class TeamComposer:
         values = {"facts": facts, "customer": who, "text": text, "attachments": listed}
         body_text = self.composer._render("notification.txt.j2", marker=MARKER, **values)
         body_html = self.composer._render("notification.html.j2", marker=MARKER, **values)
-        body = MIMEMultipart("alternative")
+        body = MIMEMultipart("alternative", boundary=boundary())
         body.attach(MIMEText(body_text, "plain", "utf-8"))
         body.attach(MIMEText(body_html, "html", "utf-8"))
         msg = self._envelope(body, files if forward else [])
@@ -175,7 +182,7 @@ class TeamComposer:
             for p in text.split("\n\n")
             if p.strip()
         )
-        body = MIMEMultipart("alternative")
+        body = MIMEMultipart("alternative", boundary=boundary())
         body.attach(MIMEText(text, "plain", "utf-8"))
         body.attach(
             MIMEText(f"<!DOCTYPE html><html><body>{paragraphs}</body></html>", "html", "utf-8")
