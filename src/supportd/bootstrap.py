@@ -27,7 +27,10 @@ from supportd.domain.acknowledgement import SupportHours
 from supportd.domain.agents import parse_agent
 from supportd.domain.calendar import BusinessCalendar, parse_days
 from supportd.domain.classify import rules_from
+from supportd.domain.sla import SlaPolicy
 from supportd.errors import ConfigError
+from supportd.services.clocks import ClockKeeper
+from supportd.services.escalation import Escalator
 from supportd.services.ingest import DeskIdentity, Ingestor, ReplyPolicy
 from supportd.services.outbox import OutboxSender
 from supportd.services.team import Team, TeamPolicy
@@ -46,6 +49,7 @@ class Desk:
     ingestor: Ingestor
     outbox: OutboxSender
     parse_pool: ParsePool | None = None
+    escalator: Escalator | None = None
 
     def make_source(self) -> ImapSource:
         return ImapSource(self.settings.imap)
@@ -151,7 +155,22 @@ def build_replies(settings: Settings) -> ReplyPolicy:
     )
 
 
-def build_team(settings: Settings, replies: ReplyPolicy) -> Team | None:
+def build_sla(settings: Settings, calendar: BusinessCalendar) -> SlaPolicy:
+    sla = settings.sla
+    return SlaPolicy(
+        calendar=calendar,
+        first_response_hours=sla.first_response_hours,
+        next_response_hours=sla.next_response_hours,
+        business=sla.clock == "business",
+        warn_at=sla.warn_at,
+        notify_outside_hours=sla.notify_outside_hours,
+        targets=dict(sla.targets),
+    )
+
+
+def build_team(
+    settings: Settings, replies: ReplyPolicy, clocks: ClockKeeper | None = None
+) -> Team | None:
     """The team's side: notifications, relays, notes and commands (None without agents)."""
     support = settings.support
     if not support.agents:
@@ -162,7 +181,8 @@ def build_team(settings: Settings, replies: ReplyPolicy) -> Team | None:
         composer, secret=support.secret_key, forward_limit=support.forward_attachments_bytes
     )
     return Team(
-        TeamPolicy(
+        clocks=clocks,
+        policy=TeamPolicy(
             agents=tuple(parse_agent(a) for a in support.agents),
             address=support.address,
             product=support.product,
@@ -170,7 +190,7 @@ def build_team(settings: Settings, replies: ReplyPolicy) -> Team | None:
             mail=mail,
             authserv_id=support.authserv_id,
             reopen_days=support.reopen_days,
-        )
+        ),
     )
 
 
@@ -191,6 +211,8 @@ def build_desk(
     rules = settings.classification.rules
     pool = ParsePool(workers, rules) if workers > 0 else None
     replies = build_replies(settings)
+    sla = build_sla(settings, replies.calendar)
+    clocks = ClockKeeper(sla)
     ingestor = Ingestor(
         unit_of_work(engine),
         desk_identity,
@@ -198,7 +220,24 @@ def build_desk(
         utcnow,
         parse_async=pool.parse_async if pool else None,
         replies=replies,
-        team=build_team(settings, replies),
+        team=build_team(settings, replies, clocks),
+        clocks=clocks,
+    )
+    composer = replies.composer
+    assert isinstance(composer, Composer)
+    escalator = Escalator(
+        unit_of_work(engine),
+        sla,
+        TeamComposer(
+            composer,
+            secret=settings.support.secret_key,
+            forward_limit=settings.support.forward_attachments_bytes,
+        ),
+        address=settings.support.address,
+        product=settings.support.product,
+        escalation=settings.support.escalation,
+        message_id_for=ingestor._message_id,
+        clock=utcnow,
     )
     outbox = OutboxSender(
         outbox_unit_of_work(engine),
@@ -207,7 +246,14 @@ def build_desk(
         give_up_after=timedelta(seconds=settings.smtp.give_up_after),
         batch_size=settings.smtp.batch_size,
     )
-    return Desk(settings=settings, engine=engine, ingestor=ingestor, outbox=outbox, parse_pool=pool)
+    return Desk(
+        settings=settings,
+        engine=engine,
+        ingestor=ingestor,
+        outbox=outbox,
+        parse_pool=pool,
+        escalator=escalator,
+    )
 
 
 def configure_logging(level: str) -> None:

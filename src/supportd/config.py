@@ -198,8 +198,28 @@ class HoursSettings(_Section):
 
 
 class SlaSettings(_Section):
-    first_response_hours: float = Field(default=14.0, gt=0)
+    first_response_hours: float = Field(default=14.0, gt=0, le=87_840)
+    next_response_hours: float = Field(default=14.0, gt=0, le=87_840)
     clock: Literal["business", "calendar"] = "business"
+    # Share of the target elapsed when the warning fires.
+    warn_at: float = Field(default=0.75, gt=0, le=1)
+    # false: escalations found outside support hours wait for the next opening.
+    notify_outside_hours: bool = False
+    scan_interval: float = Field(default=60.0, gt=0)
+    # Per-category targets in hours, e.g. [sla.targets] bug = 8
+    targets: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, targets: dict[str, float]) -> dict[str, float]:
+        from supportd.domain.classify import CATEGORIES
+
+        for name, hours in targets.items():
+            if name not in CATEGORIES:
+                raise ValueError(f"unknown category {name!r} (one of {', '.join(CATEGORIES)})")
+            if not 0 < hours <= 87_840:
+                raise ValueError(f"{name}: expected hours above 0, got {hours!r}")
+        return targets
 
 
 class ClassificationSettings(_Section):

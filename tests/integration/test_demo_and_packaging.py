@@ -19,12 +19,15 @@ def test_demo_threads_sample_mail_into_tickets_and_leaves_nothing_behind() -> No
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "stored 4, duplicates 0, quarantined 0, new tickets 3" in out
+    assert "stored 5, duplicates 0, quarantined 0, new tickets 4" in out
     assert "#1 [open] 'Cannot install WPERP on PHP 8.2'" in out and "(2 message(s))" in out
     assert "mallory@elsewhere.example (1 message(s))" in out
     assert "automatic: Auto-Submitted: auto-replied" in out
-    # Alice and Mallory are acknowledged; Carol's out-of-office reply is not answered.
-    assert "The SMTP sink received 2 acknowledgement(s)" in out
+    # The mail that arrived three days ago breached its target: one escalation to the lead.
+    assert "The team lead received 1 escalation(s)" in out
+    assert "Subject: [WPERP #4] SLA breached: Payroll export fails every month" in out
+    # Alice, Mallory and Dana are acknowledged; Carol's out-of-office reply is not answered.
+    assert "The SMTP sink received 3 acknowledgement(s)" in out
     assert "To: Alice Rahman <alice@customer.example>" in out
     assert "Subject: [WPERP #1] Cannot install WPERP on PHP 8.2" in out
     assert "To: Carol" not in out

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import html as html_lib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import encoders
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
@@ -27,6 +27,12 @@ from supportd.domain.mail import Address, Attachment
 from supportd.domain.team import ThreadHead, TicketFacts, reply_subject
 
 Built = tuple[str, str, bytes]  # (subject, text, raw)
+
+
+def _span(amount: timedelta) -> str:
+    minutes = int(amount.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _multipart(raw: bytes) -> bool:
@@ -231,6 +237,43 @@ class TeamComposer:
             references=[root],
         )
         return subject, words, raw_out
+
+    def escalation(
+        self,
+        facts: TicketFacts,
+        event: str,
+        due: datetime,
+        left: timedelta,
+        recipients: Sequence[str],
+        message_id: str,
+    ) -> Built:
+        """SLA warning or breach, to the escalation list and the assignee."""
+        span = _span(abs(left))
+        text = self.composer._render(
+            "escalation.txt.j2", facts=facts, event=event, due=due, left=span
+        )
+        word = "breached" if event == "breach" else "warning"
+        subject = clean_header(f"{facts.tag} SLA {word}: {facts.subject}")[:900]
+        paragraphs = "".join(
+            f"<p>{html_lib.escape(p).replace(chr(10), '<br>')}</p>"
+            for p in text.split("\n\n")
+            if p.strip()
+        )
+        body = MIMEMultipart("alternative", boundary=boundary())
+        body.attach(MIMEText(text, "plain", "utf-8"))
+        body.attach(
+            MIMEText(f"<!DOCTYPE html><html><body>{paragraphs}</body></html>", "html", "utf-8")
+        )
+        raw = self._finish(
+            body,
+            sender=formataddr((clean_header(self.composer.support_name), self.address), "utf-8"),
+            to=", ".join(recipients),
+            subject=subject,
+            message_id=message_id,
+            in_reply_to=None,
+            references=[],
+        )
+        return subject, text, raw
 
     def notice(
         self,

@@ -37,6 +37,13 @@ class TicketState:
     assignee: str | None = None
     closed_at: datetime | None = None
     continues: int | None = None
+    first_responded_at: datetime | None = None
+    # The response clock (see domain/sla.py); clock_started_at None: not awaiting the team.
+    clock_started_at: datetime | None = None
+    clock_first: bool = True
+    clock_paused: float = 0.0  # seconds of support time spent paused
+    clock_paused_since: datetime | None = None
+    escalation_level: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,8 +58,14 @@ class Runner:
         self.lock = desk.make_lock(self.source.key)
         self.owner = False
         self._lost = threading.Event()
-        # Periodic work besides polling: the outbox retries (and later the escalation scan).
-        self.periodic: list[tuple[str, Callable[[], object]]] = [("outbox", desk.outbox.send_due)]
+        # Periodic work besides polling: the escalation scan, then the outbox (so that the
+        # escalations a scan queues go out in the same round).
+        self.periodic: list[tuple[str, Callable[[], object], float]] = []
+        if desk.escalator is not None:
+            self.periodic.append(
+                ("escalation", desk.escalator.scan, desk.settings.sla.scan_interval)
+            )
+        self.periodic.append(("outbox", desk.outbox.send_due, PERIODIC_SECONDS))
 
     def may_send(self) -> bool:
         return self.owner and not self._lost.is_set()
@@ -67,7 +73,7 @@ class Runner:
     def run_periodic(self) -> None:
         if not self.may_send():
             return
-        for name, job in self.periodic:
+        for name, job, _ in self.periodic:
             try:
                 job()
             except Exception:
@@ -159,11 +165,11 @@ class Runner:
         settings = self.desk.settings.imap
         scheduler = BackgroundScheduler(timezone=UTC)
         scheduler.add_job(self.wake.set, "interval", seconds=settings.poll_interval, id="poll")
-        for name, job in self.periodic:
+        for name, job, every in self.periodic:
             scheduler.add_job(
                 self._if_owner(job),
                 "interval",
-                seconds=PERIODIC_SECONDS,
+                seconds=every,
                 id=name,
                 max_instances=1,
                 coalesce=True,

@@ -29,6 +29,7 @@ SUPPORT = "support@demo.example"
 USER, PASSWORD = "support", "demo-password"
 AGENT, AGENT_NAME = "rahim@demo.example", "Rahim Uddin"
 OTHER, OTHER_NAME = "nadia@demo.example", "Nadia Islam"
+LEAD = "lead@demo.example"
 
 
 def free_port() -> int:
@@ -168,6 +169,17 @@ def sample_mail(now: datetime) -> list[bytes]:
     ]
 
 
+def overdue_mail(when: datetime) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Dana Akter <dana@customer.example>"
+    msg["To"] = f"WPERP Support <{SUPPORT}>"
+    msg["Subject"] = "Payroll export fails every month"
+    msg["Date"] = format_datetime(when)
+    msg["Message-ID"] = "<d1@customer.example>"
+    msg.set_content("The payroll CSV export stops at 500 employees. Please help.\n\nDana")
+    return msg.as_bytes()
+
+
 def demo_settings(folder: Path, imap_port: int, smtp_port: int) -> Settings:
     return settings_from_dict(
         {
@@ -182,11 +194,14 @@ def demo_settings(folder: Path, imap_port: int, smtp_port: int) -> Settings:
                 "poll_interval": 1,
             },
             "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
+            # The demo runs at any hour; a real desk waits for support hours by default.
+            "sla": {"notify_outside_hours": True},
             "support": {
                 "address": SUPPORT,
                 "name": "WPERP Support",
                 "product": PRODUCT,
                 "agents": [f"{AGENT_NAME} <{AGENT}>", f"{OTHER_NAME} <{OTHER}>"],
+                "escalation": [LEAD],
                 "secret_key": "demo-secret-key-not-for-production",
             },
         }
@@ -206,9 +221,14 @@ def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
             )
             with IMAPClient("127.0.0.1", port=imap_port, ssl=False) as client:
                 client.login(USER, PASSWORD)
-                for raw in sample_mail(datetime.now(UTC)):
+                now = datetime.now(UTC)
+                for raw in sample_mail(now):
                     client.append("INBOX", raw)
-            echo("appended 4 sample mails to INBOX\n")
+                # One customer wrote three days ago and nobody answered: past its target.
+                client.append(
+                    "INBOX", overdue_mail(now - timedelta(days=3)), msg_time=now - timedelta(days=3)
+                )
+            echo("appended 5 sample mails to INBOX (one of them arrived three days ago)\n")
             desk = build_desk(settings, engine=engine)
             stats = Runner(desk).run_once()
             echo(
@@ -232,6 +252,10 @@ def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
                 "\nMallory's mail carried ticket #1's tag but she is no participant, "
                 "so it opened its own ticket. Carol's out-of-office reply got no answer."
             )
+            escalations = [m for m in _parsed(sent) if LEAD in str(m["To"])]
+            echo(f"\nThe team lead received {len(escalations)} escalation(s):")
+            for msg in escalations:
+                _show(echo, msg, 10)
             acks = [m for m in _parsed(sent) if m["Auto-Submitted"] == "auto-replied"]
             echo(f"\nThe SMTP sink received {len(acks)} acknowledgement(s):")
             for msg in acks:

@@ -22,6 +22,7 @@ from supportd.domain.robots import automatic_reason
 from supportd.domain.threads import decide, new_participants, strip_tag, ticket_tag
 from supportd.errors import SupportdError
 from supportd.services.archive import ArchiveLog
+from supportd.services.clocks import ClockKeeper
 from supportd.services.plan import ChunkPlan, Outgoing
 from supportd.services.ports import Clock, Composer, MailSource, TicketStore, UnitOfWorkFactory
 from supportd.services.team import Filed, Team
@@ -106,6 +107,7 @@ class Ingestor:
         parse_async: ParseAsync | None = None,
         replies: ReplyPolicy | None = None,
         team: Team | None = None,
+        clocks: ClockKeeper | None = None,
     ) -> None:
         self.uow = uow
         self.desk = desk
@@ -114,6 +116,7 @@ class Ingestor:
         self.parse_async = parse_async
         self.replies = replies
         self.team = team
+        self.clocks = clocks
         # The ownership epoch this process claimed (None: unfenced, single-process use).
         self.epoch: int | None = None
 
@@ -426,13 +429,15 @@ class Ingestor:
             )
         plan.add_message(ticket, row, mail, key, reopen=kind == "customer" and not automatic)
         if (
-            team is not None
-            and kind == "customer"
+            kind == "customer"
             and not automatic
             and not untrusted
             and sender != self.desk.address  # the desk writing to itself: a loop, not a customer
         ):
-            team.notify(plan, ticket, mail, fetched.raw)
+            if self.clocks is not None:  # a customer awaits the team from now on
+                self.clocks.customer_message(plan, ticket, fetched.internaldate)
+            if team is not None:
+                team.notify(plan, ticket, mail, fetched.raw)
         log.debug("%s UID %d -> ticket %d (%s)", plan.mailbox, fetched.uid, ticket, decision.reason)
         return ticket
 

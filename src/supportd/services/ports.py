@@ -82,6 +82,9 @@ class TicketStore(Protocol):
 
     def ticket_state(self, ticket: int) -> TicketState | None: ...
 
+    def due_clocks(self, now: datetime, limit: int) -> list[TicketState]:
+        """Tickets whose next escalation event is at or before `now`, earliest first."""
+
     def latest_customer_message(self, ticket: int) -> tuple[str | None, tuple[str, ...]] | None:
         """Message-ID and References of the ticket's latest (trusted) customer mail."""
 

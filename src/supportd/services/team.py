@@ -28,6 +28,7 @@ from supportd.domain.classify import CATEGORIES
 from supportd.domain.mail import Address, Attachment, FetchedMail, ParsedMail
 from supportd.domain.team import ThreadHead, TicketFacts, TicketState
 from supportd.domain.threads import find_tag, ticket_tag
+from supportd.services.clocks import ClockKeeper
 from supportd.services.plan import ChunkPlan, Outgoing
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,9 @@ class Filed:
 class Team:
     """Notifications for customer mail, and the handling of agents' mail."""
 
-    def __init__(self, policy: TeamPolicy) -> None:
+    def __init__(self, policy: TeamPolicy, clocks: ClockKeeper | None = None) -> None:
         self.policy = policy
+        self.clocks = clocks
 
     # -- customers' mail ------------------------------------------------------------------
 
@@ -194,6 +196,8 @@ class Team:
                 if ticket is None or plan.state(ticket) is None:
                     return self._untrusted(mail, fetched, "direct answer that names no ticket")
                 plan.change(ticket, first_responded_at=fetched.internaldate)
+                if self.clocks is not None:
+                    self.clocks.answered(plan, ticket)
                 words, _ = policy.mail.agent_reply(fetched.raw)
                 log.info("ticket %d: %s answered the customer directly", ticket, sender)
                 return Filed(ticket, "agent", "out", words)
@@ -254,7 +258,7 @@ class Team:
         if problems:
             self._notice(plan, agent, mail, problems, ticket)
             return Filed(ticket, "agent", "in", words)
-        self._apply(plan, ticket, parsed, agent, state)
+        self._apply(plan, ticket, parsed, agent, fetched.internaldate)
         facts = self.facts(plan, ticket)
         assert facts is not None
         product = self.policy.product
@@ -291,6 +295,8 @@ class Team:
             )
         )
         plan.change(ticket, first_responded_at=fetched.internaldate)
+        if self.clocks is not None:
+            self.clocks.answered(plan, ticket)
         log.info("ticket %d: %s's answer relayed to %s", ticket, agent.email, state.requester)
         return Filed(ticket, "agent", "in", body)
 
@@ -300,13 +306,21 @@ class Team:
         ticket: int,
         parsed: ParsedCommands,
         agent: Agent,
-        state: TicketState,
+        at: datetime,
     ) -> None:
+        clocks = self.clocks
         for command in parsed.commands:
             if command.name == "close":
                 plan.change(ticket, status="closed", closed_at=plan.now)
+                if clocks is not None:
+                    clocks.paused(plan, ticket, at)
             elif command.name in ("pending", "open"):
                 plan.change(ticket, status=command.name)
+                if clocks is not None:
+                    if command.name == "pending":
+                        clocks.paused(plan, ticket, at)
+                    else:
+                        clocks.resumed(plan, ticket, at)
             elif command.name == "assign":
                 who = agent.email if command.argument == "me" else command.argument
                 plan.change(ticket, assignee=who)

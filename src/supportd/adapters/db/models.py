@@ -7,7 +7,9 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -17,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -70,6 +73,10 @@ class MailboxState(Base):
 
 class Ticket(Base):
     __tablename__ = "tickets"
+    __table_args__ = (
+        Index("ix_tickets_next_event", "next_event_at"),
+        Index("ix_tickets_response_due", "next_response_due"),
+    )
     number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     requester: Mapped[str] = mapped_column(String(320))
@@ -86,6 +93,14 @@ class Ticket(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The older ticket this one continues (a customer wrote long after it was closed).
     continues: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The response clock now running (None: not awaiting the team); see domain/sla.py.
+    clock_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    clock_first: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    clock_paused: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    clock_paused_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    next_response_due: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the escalation scan must look at this ticket next: the scan is one indexed query.
+    next_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Participant(Base):

@@ -93,6 +93,12 @@ _TICKET_STATE = select(
     _tickets.c.assignee,
     _tickets.c.closed_at,
     _tickets.c.continues,
+    _tickets.c.first_responded_at,
+    _tickets.c.clock_started_at,
+    _tickets.c.clock_first,
+    _tickets.c.clock_paused,
+    _tickets.c.clock_paused_since,
+    _tickets.c.escalation_level,
 ).where(_tickets.c.number == bindparam("ticket"))
 _LATEST_CUSTOMER = (
     select(_messages.c.message_id, _messages.c.references)
@@ -255,7 +261,27 @@ class SqlTicketStore:
             assignee=row.assignee,
             closed_at=row.closed_at,
             continues=row.continues,
+            first_responded_at=row.first_responded_at,
+            clock_started_at=row.clock_started_at,
+            clock_first=bool(row.clock_first),
+            clock_paused=float(row.clock_paused or 0.0),
+            clock_paused_since=row.clock_paused_since,
+            escalation_level=int(row.escalation_level or 0),
         )
+
+    def due_clocks(self, now: datetime, limit: int) -> list[TicketState]:
+        """Tickets whose next escalation event is due (one indexed range scan); on
+        PostgreSQL the rows stay locked until commit, and other scanners skip them."""
+        query = (
+            select(_tickets.c.number)
+            .where(_tickets.c.next_event_at <= now)
+            .order_by(_tickets.c.next_event_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        numbers = list(self.conn.execute(query).scalars())
+        states = (self.ticket_state(n) for n in numbers)
+        return [s for s in states if s is not None]
 
     def latest_customer_message(self, ticket: int) -> tuple[str | None, tuple[str, ...]] | None:
         row = self.conn.execute(_LATEST_CUSTOMER, {"ticket": ticket}).first()

@@ -36,6 +36,9 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
         "first_responded_at": iso(ticket.first_responded_at),
         "escalation_level": ticket.escalation_level,
         "message_count": ticket.message_count,
+        "next_response_due": iso(ticket.next_response_due)
+        if ticket.status == "open" and ticket.clock_started_at is not None
+        else None,
         "assignee": ticket.assignee,
         "closed_at": iso(ticket.closed_at),
         "continues": ticket.continues,
@@ -206,3 +209,20 @@ def list_outbox(
             }
             for r in session.execute(query)
         ]
+
+
+def awaiting(engine: Engine, limit: int | None) -> list[Ticket]:
+    """Open tickets awaiting the team, the earliest due first (an index on the due time)."""
+    with Session(engine) as session:
+        query = (
+            select(Ticket)
+            .where(
+                Ticket.next_response_due.is_not(None),
+                Ticket.status == "open",
+                Ticket.clock_started_at.is_not(None),
+            )
+            .order_by(Ticket.next_response_due, Ticket.number)
+        )
+        if limit:
+            query = query.limit(limit)
+        return list(session.execute(query).scalars())
