@@ -52,16 +52,24 @@ class Desk:
     escalator: Escalator | None = None
 
     def make_source(self) -> ImapSource:
-        return ImapSource(self.settings.imap)
+        return build_source(self.settings)
 
     def make_lock(self, mailbox: str) -> MailboxLock:
         """The one-owner-per-mailbox lock for `mailbox` on this desk's database."""
-        return mailbox_lock(self.engine, mailbox, self.settings.ha.takeover_seconds)
+        return build_lock(self.engine, mailbox, self.settings)
 
     def close(self) -> None:
         if self.parse_pool is not None:
             self.parse_pool.close()
         self.engine.dispose()
+
+
+def build_source(settings: Settings) -> ImapSource:
+    return ImapSource(settings.imap)
+
+
+def build_lock(engine: Engine, mailbox: str, settings: Settings) -> MailboxLock:
+    return mailbox_lock(engine, mailbox, settings.ha.takeover_seconds)
 
 
 def build_engine(settings: Settings) -> Engine:

@@ -244,6 +244,11 @@ class HaSettings(_Section):
     takeover_seconds: float = Field(default=30.0, ge=2, le=3600)
 
 
+class DaemonSettings(_Section):
+    # After SIGTERM, the message and the outbox item in flight get this long; then exit 0.
+    stop_timeout: float = Field(default=10.0, gt=0, le=3600)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -266,6 +271,7 @@ class Settings(BaseSettings):
     sla: SlaSettings = Field(default_factory=SlaSettings)
     classification: ClassificationSettings = Field(default_factory=ClassificationSettings)
     ha: HaSettings = Field(default_factory=HaSettings)
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
 

@@ -88,3 +88,54 @@ def test_daemon_recovers_after_login_starts_working(
     finally:
         runner.request_stop()
         thread.join(15)
+
+
+def test_sigterm_waits_at_most_stop_timeout_for_an_item_in_flight(
+    sqlite_url: str, dovecot: Dovecot, account: Account, tmp_path: Path
+) -> None:
+    """An SMTP server that never answers DATA: the stop still comes within the bound."""
+    import asyncio
+
+    from aiosmtpd.controller import Controller
+
+    from tests.support.dovecot import free_port
+
+    class Stuck:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            await asyncio.sleep(60)
+            return "250 OK"
+
+    controller = Controller(Stuck(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        make_desk(sqlite_url, dovecot, account)  # migrates
+        dovecot.deliver(account, make_mail(message_id="<stuck@x.example>"))
+        config = write_toml(
+            tmp_path / "supportd.toml",
+            desk_config(
+                sqlite_url,
+                account,
+                dovecot.port,
+                smtp__port=controller.port,
+                smtp__timeout=120,
+                daemon__stop_timeout=2,
+            ),
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTD_")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supportd", "--config", str(config), "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)  # stored, and the acknowledgement hangs in DATA
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        controller.stop()
+    assert proc.returncode == 0, err
+    assert took < 2 + 3, f"{took:.1f} s after SIGTERM"
+    assert "exiting now" in err

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,81 @@ def test_supportd_sla_lists_the_most_urgent_first(
 @pytest.fixture(autouse=True)
 def _quiet(smtp: Sink) -> None:
     """Every test here gets an empty sink."""
+
+
+@pytest.mark.slow
+def test_sigkill_during_escalations_sends_each_once(
+    db_url: str, dovecot: Dovecot, account: Account, smtp: Sink, tmp_path: Path
+) -> None:
+    """200 tickets past their target; the daemon is killed at random moments while it
+    ingests, scans and sends. Each ticket gets exactly one breach queued, and a mail can
+    repeat only for the item in flight at a kill."""
+    import random
+    import signal
+
+    from sqlalchemy import func
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    long_ago = datetime.now(UTC) - timedelta(days=6)
+    with imap(dovecot, account) as client:
+        for n in range(200):
+            client.append(
+                "INBOX",
+                make_mail(
+                    sender=f"c{n}@customer.example",
+                    subject=f"Question {n}",
+                    message_id=f"<k{n}@customer.example>",
+                ),
+                msg_time=long_ago,
+            )
+    make_desk(db_url, dovecot, account)  # migrates
+    config = write_toml(
+        tmp_path / "supportd.toml",
+        desk_config(
+            db_url,
+            account,
+            dovecot.port,
+            imap__batch_size=20,
+            sla__notify_outside_hours=True,
+            support__escalation=[LEAD],
+            support__agents=[],
+        ),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTD_")}
+    kills = 0
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supportd", "--config", str(config), "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.8, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        kills += 1
+    final = subprocess.run(
+        [sys.executable, "-m", "supportd", "--config", str(config), "run", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert final.returncode == 0, final.stderr
+    desk = make_desk(db_url, dovecot, account)
+    with desk.engine.connect() as conn:
+        per_ticket = conn.execute(
+            select(OutboxItem.ticket_number, func.count())
+            .where(OutboxItem.kind == "escalation")
+            .group_by(OutboxItem.ticket_number)
+        ).all()
+        pending = conn.execute(
+            select(func.count()).where(OutboxItem.status != "sent").select_from(OutboxItem)
+        ).scalar_one()
+    assert len(per_ticket) == 200 and all(n == 1 for _, n in per_ticket), f"seed {seed}"
+    assert pending == 0
+    mails = [s for s in escalations(smtp) if "SLA breached" in s]
+    assert not [s for s in escalations(smtp) if "SLA warning" in s]  # only the breach
+    assert 200 <= len(mails) <= 200 + kills, f"seed {seed}: {len(mails)} breach mails"
+    assert len(set(mails)) == 200

@@ -15,9 +15,8 @@ if TYPE_CHECKING:
 
 def run_checks(config_path: Path | None, echo: Callable[[str], None]) -> bool:
     from supportd.adapters.db import schema
-    from supportd.adapters.imap import ImapSource
     from supportd.adapters.smtp import probe
-    from supportd.bootstrap import build_engine
+    from supportd.bootstrap import build_engine, build_source
     from supportd.config import default_config_path, load_settings
 
     path = config_path or default_config_path()
@@ -58,7 +57,7 @@ def run_checks(config_path: Path | None, echo: Callable[[str], None]) -> bool:
         echo(f"FAIL database: {settings.database.url.split('@')[-1]}: {type(exc).__name__}: {exc}")
         ok = False
 
-    source = ImapSource(settings.imap)
+    source = build_source(settings)
     try:
         uidvalidity = source.open()
         count = len(source.uids_after(0))
@@ -100,13 +99,12 @@ def _check_processed_folder(source: ImapSource, echo: Callable[[str], None]) -> 
 
 
 def _check_owner(settings: Settings, mailbox: str, echo: Callable[[str], None]) -> bool:
-    from supportd.adapters.db.ownership import mailbox_lock
-    from supportd.bootstrap import build_engine
+    from supportd.bootstrap import build_engine, build_lock
 
     try:
         engine = build_engine(settings)
         try:
-            holder = mailbox_lock(engine, mailbox, settings.ha.takeover_seconds).owner()
+            holder = build_lock(engine, mailbox, settings).owner()
         finally:
             engine.dispose()
     except Exception as exc:

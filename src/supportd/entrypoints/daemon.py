@@ -26,6 +26,7 @@ from supportd.services.ingest import IngestStats
 log = logging.getLogger(__name__)
 PERIODIC_SECONDS = 15
 STANDBY_POLL = 1.0  # seconds between a standby's attempts to take the mailbox
+BURST_LIMIT = 1000  # run --once: iterations at most (mail arriving faster never ends it)
 
 
 class _Notifier:
@@ -58,26 +59,44 @@ class Runner:
         self.lock = desk.make_lock(self.source.key)
         self.owner = False
         self._lost = threading.Event()
-        # Periodic work besides polling: the escalation scan, then the outbox (so that the
-        # escalations a scan queues go out in the same round).
-        self.periodic: list[tuple[str, Callable[[], object], float]] = []
-        if desk.escalator is not None:
-            self.periodic.append(
-                ("escalation", desk.escalator.scan, desk.settings.sla.scan_interval)
-            )
-        self.periodic.append(("outbox", desk.outbox.send_due, PERIODIC_SECONDS))
+        # One iteration does everything: fetch and ingest, the escalation scan, the outbox
+        # (in that order, so what a cycle queues goes out in the same cycle). Timers only
+        # wake the loop: outbox retries and the scan run on the loop's own thread.
+        self.timers: list[tuple[str, float]] = [
+            ("outbox", PERIODIC_SECONDS),
+            ("escalation", desk.settings.sla.scan_interval),
+        ]
 
     def may_send(self) -> bool:
-        return self.owner and not self._lost.is_set()
+        return self.owner and not self._lost.is_set() and not self.stop.is_set()
 
-    def run_periodic(self) -> None:
-        if not self.may_send():
-            return
-        for name, job, _ in self.periodic:
+    def periodic(self) -> None:
+        """The scan and the outbox, each failure logged (one bad job never stops the loop)."""
+        jobs: list[tuple[str, Callable[[], object]]] = []
+        if self.desk.escalator is not None:
+            jobs.append(("escalation scan", self.desk.escalator.scan))
+        jobs.append(("outbox", self.desk.outbox.send_due))
+        for name, job in jobs:
+            if not self.may_send():
+                return
             try:
                 job()
             except Exception:
-                log.exception("periodic job %s failed", name)
+                log.exception("%s failed", name)
+
+    def iteration(self) -> IngestStats:
+        """One cycle of the loop: fetch and ingest all waiting mail, scan, send."""
+        stats = self.desk.ingestor.drain(self.source, self.stop)
+        self.periodic()
+        if stats.stored or stats.quarantined or stats.duplicates:
+            log.info(
+                "stored %d, duplicates %d, quarantined %d, new tickets %d",
+                stats.stored,
+                stats.duplicates,
+                stats.quarantined,
+                stats.new_tickets,
+            )
+        return stats
 
     def acquire(self) -> bool:
         """Take the mailbox if nobody holds it; start a new fencing epoch."""
@@ -111,19 +130,27 @@ class Runner:
             self.wake.set()
 
     def run_once(self) -> IngestStats:
-        """Drain all waiting mail, run the periodic work once (the outbox too), disconnect.
+        """The loop in burst mode: iterations until a cycle finds no new mail, then exit.
 
         Raises NotOwnerError, touching nothing, when another process owns the mailbox.
         """
         if not self.acquire():
             holder = self.lock.owner() or "another process"
             raise NotOwnerError(f"{self.source.key} is owned by {holder}; not touching it")
+        total = IngestStats()
+        self.desk.outbox.allowed = self.may_send
         try:
-            stats = self.desk.ingestor.drain(self.source, self.stop)
-            self.run_periodic()
-            return stats
+            for _ in range(BURST_LIMIT):
+                stats = self.iteration()
+                total.add(stats)
+                if self.stop.is_set() or not (
+                    stats.stored or stats.duplicates or stats.quarantined
+                ):
+                    break
+            return total
         finally:
             self.release()
+            self.desk.outbox.allowed = lambda: True
 
     def _standby(self, announced: bool) -> bool:
         """One standby step: try to take the mailbox, else wait a little. True when owner."""
@@ -149,10 +176,24 @@ class Runner:
         self.stop.set()
         self.wake.set()
 
+    def _bounded_stop(self) -> None:
+        """After SIGTERM: the message and outbox item in flight get daemon.stop_timeout."""
+        limit = self.desk.settings.daemon.stop_timeout
+
+        def give_up() -> None:
+            log.error("still busy %s s after the stop signal; exiting now", f"{limit:g}")
+            logging.shutdown()
+            os._exit(0)
+
+        timer = threading.Timer(limit, give_up)
+        timer.daemon = True
+        timer.start()
+
     def install_signal_handlers(self) -> None:
         def handler(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %d: finishing the batch in flight, then stopping", signum)
             self.request_stop()
+            self._bounded_stop()
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -165,15 +206,8 @@ class Runner:
         settings = self.desk.settings.imap
         scheduler = BackgroundScheduler(timezone=UTC)
         scheduler.add_job(self.wake.set, "interval", seconds=settings.poll_interval, id="poll")
-        for name, job, every in self.periodic:
-            scheduler.add_job(
-                self._if_owner(job),
-                "interval",
-                seconds=every,
-                id=name,
-                max_instances=1,
-                coalesce=True,
-            )
+        for name, every in self.timers:
+            scheduler.add_job(self.wake.set, "interval", seconds=every, id=name, coalesce=True)
         beat = max(1.0, self.desk.settings.ha.takeover_seconds / 3)
         scheduler.add_job(self.heartbeat, "interval", seconds=beat, id="heartbeat", coalesce=True)
         scheduler.start()
@@ -195,17 +229,7 @@ class Runner:
                 started = time.monotonic()
                 try:
                     self.wake.clear()
-                    stats = self.desk.ingestor.drain(self.source, self.stop)
-                    if stats.stored:  # acknowledgements go out right away, not at the next tick
-                        self.run_periodic()
-                    if stats.stored or stats.quarantined or stats.duplicates:
-                        log.info(
-                            "stored %d, duplicates %d, quarantined %d, new tickets %d",
-                            stats.stored,
-                            stats.duplicates,
-                            stats.quarantined,
-                            stats.new_tickets,
-                        )
+                    stats = self.iteration()
                     backoff = first_backoff
                     self.notifier.notify("WATCHDOG=1")
                     self.notifier.notify(f"STATUS=idle; last cycle stored {stats.stored}")
@@ -236,10 +260,3 @@ class Runner:
             self.release()
             self.desk.outbox.allowed = lambda: True
         log.info("stopped")
-
-    def _if_owner(self, job: Callable[[], object]) -> Callable[[], None]:
-        def run() -> None:
-            if self.may_send():
-                job()
-
-        return run
