@@ -30,12 +30,9 @@ from sqlalchemy import create_engine, text  # noqa: E402
 from tests.conftest import PG_ADMIN_URL  # noqa: E402
 
 from supportd.adapters.db import schema  # noqa: E402
-from supportd.adapters.db.views import awaiting  # noqa: E402
+from supportd.adapters.db.views import sla_rows  # noqa: E402
 from supportd.bootstrap import build_desk, build_engine, build_sla  # noqa: E402
 from supportd.config import settings_from_dict  # noqa: E402
-from supportd.domain.sla import evaluate  # noqa: E402
-from supportd.domain.team import TicketState  # noqa: E402
-from supportd.services.clocks import clock_of  # noqa: E402
 
 NOW = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)  # Sunday noon in Dhaka: support is open
 logging.getLogger("supportd").setLevel(logging.ERROR)  # one line per escalation otherwise
@@ -176,26 +173,7 @@ def main() -> None:
         policy = build_sla(settings, desk.ingestor.replies.calendar)  # type: ignore[union-attr]
         for limit in (200, None):
             started = time.perf_counter()
-            rows = awaiting(engine, limit)
-            for t in rows:
-                clock = clock_of(
-                    TicketState(
-                        t.number,
-                        t.subject,
-                        t.requester,
-                        t.requester_name,
-                        t.status,
-                        t.category,
-                        t.first_response_due,
-                        clock_started_at=t.clock_started_at,
-                        clock_first=t.clock_first,
-                        clock_paused=t.clock_paused,
-                        clock_paused_since=t.clock_paused_since,
-                        escalation_level=t.escalation_level,
-                    )
-                )
-                if clock is not None:
-                    evaluate(clock, NOW, policy)
+            rows = sla_rows(engine, policy, NOW, limit)
             elapsed = time.perf_counter() - started
             print(
                 f"supportd sla, {'all' if limit is None else limit} most urgent "

@@ -29,6 +29,20 @@ from supportd.domain.team import ThreadHead, TicketFacts, reply_subject
 Built = tuple[str, str, bytes]  # (subject, text, raw)
 
 
+def _text_and_html(text: str) -> MIMEMultipart:
+    """multipart/alternative of `text` and the same paragraphs as simple HTML."""
+    paragraphs = "".join(
+        f"<p>{html_lib.escape(p).replace(chr(10), '<br>')}</p>"
+        for p in text.split("\n\n")
+        if p.strip()
+    )
+    body = MIMEMultipart("alternative", boundary=boundary())
+    body.attach(MIMEText(text, "plain", "utf-8"))
+    html = f"<!DOCTYPE html><html><body>{paragraphs}</body></html>"
+    body.attach(MIMEText(html, "html", "utf-8"))
+    return body
+
+
 def _span(amount: timedelta) -> str:
     minutes = int(amount.total_seconds() // 60)
     hours, minutes = divmod(minutes, 60)
@@ -183,16 +197,7 @@ class TeamComposer:
     ) -> Built:
         """An agent's new words to the customer, from the desk under the agent's name."""
         text = self.composer._render("relay.txt.j2", words=words, agent=agent, facts=facts)
-        paragraphs = "".join(
-            f"<p>{html_lib.escape(p).replace(chr(10), '<br>')}</p>"
-            for p in text.split("\n\n")
-            if p.strip()
-        )
-        body = MIMEMultipart("alternative", boundary=boundary())
-        body.attach(MIMEText(text, "plain", "utf-8"))
-        body.attach(
-            MIMEText(f"<!DOCTYPE html><html><body>{paragraphs}</body></html>", "html", "utf-8")
-        )
+        body = _text_and_html(text)
         msg = self._envelope(body, files)
         subject = clean_header(reply_subject(facts.tag, facts.subject))[:900]
         name = f"{agent.name or agent.email} ({self.composer.support_name})"
@@ -254,16 +259,7 @@ class TeamComposer:
         )
         word = "breached" if event == "breach" else "warning"
         subject = clean_header(f"{facts.tag} SLA {word}: {facts.subject}")[:900]
-        paragraphs = "".join(
-            f"<p>{html_lib.escape(p).replace(chr(10), '<br>')}</p>"
-            for p in text.split("\n\n")
-            if p.strip()
-        )
-        body = MIMEMultipart("alternative", boundary=boundary())
-        body.attach(MIMEText(text, "plain", "utf-8"))
-        body.attach(
-            MIMEText(f"<!DOCTYPE html><html><body>{paragraphs}</body></html>", "html", "utf-8")
-        )
+        body = _text_and_html(text)
         raw = self._finish(
             body,
             sender=formataddr((clean_header(self.composer.support_name), self.address), "utf-8"),

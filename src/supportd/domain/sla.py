@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from supportd.domain.calendar import BusinessCalendar
+from supportd.domain.team import TicketState
 
 Event = Literal["warning", "breach"]
 WARNING: Event = "warning"
@@ -195,6 +196,20 @@ def evaluate(clock: Clock, now: datetime, policy: SlaPolicy) -> Evaluation:
         if not policy.notify_outside_hours:
             next_at = _next_open(policy.calendar, threshold)
     return Evaluation(due, warn, event, level, _reachable(next_at), left)
+
+
+def clock_of(state: TicketState) -> Clock | None:
+    """The clock a stored ticket runs, or None when it does not await the team."""
+    if state.clock_started_at is None:
+        return None
+    return Clock(
+        started=state.clock_started_at,
+        first=state.clock_first,
+        category=state.category,
+        paused=timedelta(seconds=state.clock_paused),
+        paused_since=state.clock_paused_since,
+        level=min(max(state.escalation_level, 0), 2),
+    )
 
 
 # Support-time arithmetic, saturating instead of raising.

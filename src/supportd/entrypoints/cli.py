@@ -164,50 +164,15 @@ def tickets_list(ctx: click.Context, as_json: bool, status: str | None) -> None:
 @click.pass_context
 def sla(ctx: click.Context, as_json: bool, limit: int) -> None:
     """Tickets awaiting the team, most urgent first, with the business time left."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime
 
-    from supportd.adapters.db.views import awaiting, iso
+    from supportd.adapters.db.views import sla_rows
     from supportd.bootstrap import build_calendar, build_sla
-    from supportd.domain.sla import NEVER, evaluate
-    from supportd.domain.team import TicketState
-    from supportd.services.clocks import clock_of
 
     settings = ctx.obj.settings()
     policy = build_sla(settings, build_calendar(settings.hours))
-    now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    for t in awaiting(_engine(ctx), limit or None):
-        clock = clock_of(
-            TicketState(
-                t.number,
-                t.subject,
-                t.requester,
-                t.requester_name,
-                t.status,
-                t.category,
-                t.first_response_due,
-                clock_started_at=t.clock_started_at,
-                clock_first=t.clock_first,
-                clock_paused=t.clock_paused,
-                clock_paused_since=t.clock_paused_since,
-                escalation_level=t.escalation_level,
-            )
-        )
-        if clock is None:
-            continue
-        ev = evaluate(clock, now, policy)
-        rows.append(
-            {
-                "number": t.number,
-                "subject": t.subject,
-                "requester": t.requester,
-                "status": t.status,
-                "due": iso(None if ev.due == NEVER else ev.due),
-                "business_hours_left": round(ev.left / timedelta(hours=1), 2),
-                "escalation_level": ev.level,
-            }
-        )
-    rows.sort(key=lambda r: (r["due"] is None, r["due"] or "", r["number"]))
+    rows = sla_rows(_engine(ctx), policy, datetime.now(UTC), limit or None)
+
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return

@@ -8,24 +8,10 @@ the escalation scan must look again (next_event_at), in the message's transactio
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from supportd.domain.sla import NEVER, Clock, SlaPolicy, evaluate, pause, resume
-from supportd.domain.team import TicketState
+from supportd.domain.sla import NEVER, Clock, SlaPolicy, clock_of, evaluate, pause, resume
 from supportd.services.plan import ChunkPlan
-
-
-def clock_of(state: TicketState) -> Clock | None:
-    if state.clock_started_at is None:
-        return None
-    return Clock(
-        started=state.clock_started_at,
-        first=state.clock_first,
-        category=state.category,
-        paused=timedelta(seconds=state.clock_paused),
-        paused_since=state.clock_paused_since,
-        level=min(max(state.escalation_level, 0), 2),
-    )
 
 
 def clock_columns(clock: Clock | None, now: datetime, policy: SlaPolicy) -> dict[str, object]:

@@ -14,10 +14,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from supportd.domain.mail import Address
-from supportd.domain.sla import NEVER, SlaPolicy, evaluate
+from supportd.domain.sla import NEVER, SlaPolicy, clock_of, evaluate
 from supportd.domain.team import TicketFacts, TicketState
 from supportd.domain.threads import ticket_tag
-from supportd.services.clocks import clock_of
 from supportd.services.plan import ChunkPlan, Outgoing
 from supportd.services.ports import Clock, UnitOfWorkFactory
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -16,6 +16,8 @@ from supportd.adapters.db.models import (
     QuarantineItem,
     Ticket,
 )
+from supportd.domain.sla import NEVER, SlaPolicy, clock_of, evaluate
+from supportd.domain.team import TicketState
 
 
 def iso(value: datetime | None) -> str | None:
@@ -226,3 +228,43 @@ def awaiting(engine: Engine, limit: int | None) -> list[Ticket]:
         if limit:
             query = query.limit(limit)
         return list(session.execute(query).scalars())
+
+
+def sla_rows(
+    engine: Engine, policy: SlaPolicy, now: datetime, limit: int | None
+) -> list[dict[str, Any]]:
+    """`supportd sla`: tickets awaiting the team, most urgent first, with the time left."""
+    rows: list[dict[str, Any]] = []
+    for t in awaiting(engine, limit):
+        clock = clock_of(
+            TicketState(
+                t.number,
+                t.subject,
+                t.requester,
+                t.requester_name,
+                t.status,
+                t.category,
+                t.first_response_due,
+                clock_started_at=t.clock_started_at,
+                clock_first=t.clock_first,
+                clock_paused=t.clock_paused,
+                clock_paused_since=t.clock_paused_since,
+                escalation_level=t.escalation_level,
+            )
+        )
+        if clock is None:
+            continue
+        ev = evaluate(clock, now, policy)
+        rows.append(
+            {
+                "number": t.number,
+                "subject": t.subject,
+                "requester": t.requester,
+                "status": t.status,
+                "due": iso(None if ev.due == NEVER else ev.due),
+                "business_hours_left": round(ev.left / timedelta(hours=1), 2),
+                "escalation_level": ev.level,
+            }
+        )
+    rows.sort(key=lambda r: (r["due"] is None, r["due"] or "", r["number"]))
+    return rows
