@@ -19,6 +19,7 @@ from supportd.adapters.db.outbox import outbox_unit_of_work
 from supportd.adapters.db.ownership import MailboxLock, mailbox_lock
 from supportd.adapters.db.store import unit_of_work
 from supportd.adapters.imap import ImapSource
+from supportd.adapters.modelfile import classifier, overrides_key
 from supportd.adapters.parsepool import ParsePool, parse_serial
 from supportd.adapters.smtp import SmtpTransport
 from supportd.adapters.teammail import TeamComposer
@@ -26,7 +27,6 @@ from supportd.config import HoursSettings, Settings
 from supportd.domain.acknowledgement import SupportHours
 from supportd.domain.agents import parse_agent
 from supportd.domain.calendar import BusinessCalendar, parse_days
-from supportd.domain.classify import rules_from
 from supportd.domain.sla import SlaPolicy
 from supportd.errors import ConfigError
 from supportd.services.clocks import ClockKeeper
@@ -150,7 +150,9 @@ def build_replies(settings: Settings) -> ReplyPolicy:
         response_hours=settings.sla.first_response_hours,
         business_clock=settings.sla.clock == "business",
         hours=SupportHours(hours.timezone, (days,), f"{hours.open:%H:%M}", f"{hours.close:%H:%M}"),
-        rules=rules_from(settings.classification.rules),
+        classify=classifier(
+            overrides_key(settings.classification.rules), settings.classification.model
+        ),
         composer=composer,
         secret=support.secret_key,
         per_sender_limit=support.autoreply_per_sender,
@@ -217,14 +219,15 @@ def build_desk(
     if workers is None:
         workers = 1 if (os.cpu_count() or 1) > 1 else 0
     rules = settings.classification.rules
-    pool = ParsePool(workers, rules) if workers > 0 else None
+    model = settings.classification.model
+    pool = ParsePool(workers, rules, model) if workers > 0 else None
     replies = build_replies(settings)
     sla = build_sla(settings, replies.calendar)
     clocks = ClockKeeper(sla)
     ingestor = Ingestor(
         unit_of_work(engine),
         desk_identity,
-        partial(parse_serial, rules=rules),
+        partial(parse_serial, rules=rules, model=model),
         utcnow,
         parse_async=pool.parse_async if pool else None,
         replies=replies,

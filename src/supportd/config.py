@@ -226,6 +226,9 @@ class ClassificationSettings(_Section):
     """Keyword rules per category; any category given here replaces the English default."""
 
     rules: dict[str, list[str]] = Field(default_factory=dict)
+    # The trained model: "" = the one shipped with supportd, a path to your own (from
+    # `supportd classify train`), or "none" for the keyword rules alone.
+    model: str = ""
 
     @field_validator("rules")
     @classmethod

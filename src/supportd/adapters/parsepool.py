@@ -20,7 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
 from supportd.adapters import mailparse
-from supportd.domain.classify import classify, rules_from
+from supportd.adapters.modelfile import classifier, overrides_key
 from supportd.domain.mail import ParsedMail
 from supportd.domain.robots import automatic_reason
 
@@ -34,15 +34,17 @@ class ParseFailure(Exception):
     """Why a message could not be parsed (picklable, unlike some library exceptions)."""
 
 
-def parse_serial(raws: Sequence[bytes], rules: RuleOverrides | None = None) -> Parsed:
+def parse_serial(
+    raws: Sequence[bytes], rules: RuleOverrides | None = None, model: str = ""
+) -> Parsed:
     """Parse and classify each message; a failure is returned in its place, never raised."""
-    compiled = rules_from(rules)
+    decide = classifier(overrides_key(rules), model)
     results: Parsed = []
     for raw in raws:
         try:
             mail = mailparse.parse(raw)
             if not automatic_reason(mail):  # robots open no ticket worth a category
-                mail = replace(mail, category=classify(mail.subject, mail.text, compiled))
+                mail = replace(mail, category=decide(mail.subject, mail.text))
             results.append(mail)
         except Exception as exc:
             results.append(ParseFailure(f"{type(exc).__name__}: {exc}"))
@@ -77,7 +79,10 @@ def _watch_parent(parent: int) -> None:
 class ParsePool:
     """parse_async(raws) returns a callable that waits for the parsed batch."""
 
-    def __init__(self, workers: int = 1, rules: RuleOverrides | None = None) -> None:
+    def __init__(
+        self, workers: int = 1, rules: RuleOverrides | None = None, model: str = ""
+    ) -> None:
+        self.model = model
         self.workers = workers
         self.rules = rules
         self._pool: ProcessPoolExecutor | None = None
@@ -97,7 +102,9 @@ class ParsePool:
     def parse_async(self, raws: Sequence[bytes]) -> Callable[[], Parsed]:
         batch = list(raws)
         try:
-            future: Future[Parsed] | None = self._executor().submit(parse_serial, batch, self.rules)
+            future: Future[Parsed] | None = self._executor().submit(
+                parse_serial, batch, self.rules, self.model
+            )
         except (BrokenProcessPool, RuntimeError):
             self._reset()
             future = None
@@ -109,7 +116,7 @@ class ParsePool:
                 except BrokenProcessPool:
                     log.warning("parse worker died; parsing this batch in-process")
                     self._reset()
-            return parse_serial(batch, self.rules)
+            return parse_serial(batch, self.rules, self.model)
 
         return result
 

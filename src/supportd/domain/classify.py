@@ -252,16 +252,31 @@ def own_words(text: str, limit: int = 800) -> str:
     return _QUOTE.sub("", text[:limit])
 
 
-def classify(subject: str, text: str, rules: Rules | None = None) -> str:
-    """One of CATEGORIES for a mail."""
-    rules = rules or rules_from()
+def rules_only(overrides: Mapping[str, Sequence[str]]) -> Rules | None:
+    """The operator's own rules alone (no English defaults), or None when there are none."""
+    items = tuple((c, tuple(overrides[c])) for c in PRIORITY if overrides.get(c))
+    return _compile(items) if items else None
+
+
+def rule_match(subject: str, text: str, rules: Rules) -> str | None:
+    """The category the rules pick for a mail, or None when none of them matches."""
+    best, best_score = None, 0
+    scores = _scores(subject, text, rules)
+    for category in PRIORITY:  # ties keep the earlier, more consequential category
+        if scores.get(category, 0) > best_score:
+            best, best_score = category, scores[category]
+    return best
+
+
+def _scores(subject: str, text: str, rules: Rules) -> dict[str, int]:
     scores: dict[str, int] = {}
     for weight, part in ((2, (subject or "").lower()), (1, own_words(text).lower())):
         for match in rules.pattern.finditer(part):
             category = match.lastgroup or "other"
             scores[category] = scores.get(category, 0) + weight
-    best, best_score = "other", 0
-    for category in PRIORITY:  # ties keep the earlier, more consequential category
-        if scores.get(category, 0) > best_score:
-            best, best_score = category, scores[category]
-    return best
+    return scores
+
+
+def classify(subject: str, text: str, rules: Rules | None = None) -> str:
+    """One of CATEGORIES for a mail, by keyword rules ("other" when none matches)."""
+    return rule_match(subject, text, rules or rules_from()) or "other"

@@ -234,6 +234,88 @@ def tickets_export(ctx: click.Context) -> None:
 
 
 @cli.group()
+def classify() -> None:
+    """The trained classifier: export the team's corrections, train, evaluate."""
+
+
+def _labelled(paths: tuple[Path, ...]) -> list[tuple[str, str, str]]:
+    from supportd.domain.classify import CATEGORIES
+
+    rows = []
+    for path in paths:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            _fail(f"{path}: cannot read: {exc.strerror}")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                row = (str(item.get("subject", "")), str(item["text"]), str(item["category"]))
+            except (ValueError, KeyError, AttributeError) as exc:
+                _fail(f"{path}:{number}: not a labelled mail ({type(exc).__name__}: {exc})")
+            if row[2] not in CATEGORIES:
+                _fail(f"{path}:{number}: unknown category {row[2]!r}")
+            rows.append(row)
+    if not rows:
+        _fail("no labelled mail in " + ", ".join(str(p) for p in paths))
+    return rows
+
+
+@classify.command("export")
+@click.pass_context
+def classify_export(ctx: click.Context) -> None:
+    """Tickets the team re-categorised (#category), as training JSON Lines on stdout."""
+    from supportd.adapters.db.views import corrected_examples
+
+    for row in corrected_examples(_engine(ctx)):
+        click.echo(json.dumps(row, ensure_ascii=False))
+
+
+@classify.command("train")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="Model file to write (point classification.model at it).",
+)
+@click.option(
+    "--target-precision",
+    type=float,
+    default=0.95,
+    show_default=True,
+    help="Abstain below the confidence that keeps this precision for the declining "
+    "and redirecting categories.",
+)
+def classify_train(files: tuple[Path, ...], out: Path, target_precision: float) -> None:
+    """Train a model on labelled JSON Lines files (subject, text, category)."""
+    from supportd.services.training import build
+
+    rows = _labelled(files)
+    model = build(rows, target_precision=target_precision)
+    out.write_text(json.dumps(model.to_dict(), separators=(",", ":")), encoding="utf-8")
+    thresholds = ", ".join(f"{k} {v:.2f}" for k, v in sorted(model.thresholds.items()))
+    click.echo(
+        f"trained on {len(rows)} mails, {len(model.vocabulary)} features; abstain below: "
+        f"{thresholds}; wrote {out} ({out.stat().st_size / 1e6:.1f} MB)"
+    )
+
+
+@classify.command("evaluate")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--model", "model_path", default="", help="Model file (default: the shipped one).")
+def classify_evaluate(file: Path, model_path: str) -> None:
+    """Per-category precision, recall, F1 and the confusion matrix on labelled mail."""
+    from supportd.adapters.modelfile import load_model
+    from supportd.services.training import evaluate
+
+    click.echo(evaluate(load_model(model_path), _labelled((file,))))
+
+
+@cli.group()
 def quarantine() -> None:
     """Messages that could not be processed."""
 

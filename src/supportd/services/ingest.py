@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from supportd.domain.acknowledgement import AckContext, SupportHours, form_customer, timing
 from supportd.domain.autoreply import ReplyFacts, decide_acknowledgement, outgoing_message_id
 from supportd.domain.calendar import BusinessCalendar, due_at
-from supportd.domain.classify import Rules, classify, own_words
+from supportd.domain.classify import own_words
 from supportd.domain.mail import Address, Cursor, FetchedMail, ParsedMail, dedup_key
 from supportd.domain.robots import automatic_reason
 from supportd.domain.threads import decide, new_participants, strip_tag, ticket_tag
@@ -66,7 +66,7 @@ class ReplyPolicy:
     response_hours: float
     business_clock: bool
     hours: SupportHours
-    rules: Rules
+    classify: Callable[[str, str], str]  # (subject, text) -> category
     composer: Composer
     secret: str
     per_sender_limit: int = 3
@@ -378,7 +378,7 @@ class Ingestor:
         if existing is None:
             due = None
             if replies and not automatic:
-                category = mail.category or classify(mail.subject, mail.text, replies.rules)
+                category = mail.category or replies.classify(mail.subject, mail.text)
                 due = due_at(
                     fetched.internaldate,
                     replies.response_hours,

@@ -251,6 +251,7 @@ class ChunkPlan:
                     "requester_name": t.requester_name,
                     "status": "open",
                     "category": t.category,
+                    "category_predicted": t.category,
                     "first_response_due": t.due,
                     "created_at": t.created_at,
                     "updated_at": max(t.created_at, self.now),

@@ -83,6 +83,8 @@ class Ticket(Base):
     requester_name: Mapped[str] = mapped_column(String(500), default="")
     status: Mapped[str] = mapped_column(String(16), default="open")
     category: Mapped[str] = mapped_column(String(32), default="other")
+    # What the classifier said at arrival; `category` is what holds (#category corrects it).
+    category_predicted: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     first_response_due: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -32,6 +32,7 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
         "requester_name": ticket.requester_name,
         "status": ticket.status,
         "category": ticket.category,
+        "category_predicted": ticket.category_predicted,
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
         "first_response_due": iso(ticket.first_response_due),
@@ -268,3 +269,24 @@ def sla_rows(
         )
     rows.sort(key=lambda r: (r["due"] is None, r["due"] or "", r["number"]))
     return rows
+
+
+def corrected_examples(engine: Engine) -> Iterator[dict[str, str]]:
+    """Tickets whose category the team corrected: the first customer message, labelled with
+    the category that holds (training JSON Lines for `supportd classify train`)."""
+    with Session(engine) as session:
+        tickets = session.execute(
+            select(Ticket.number, Ticket.category).where(
+                Ticket.category_predicted.is_not(None),
+                Ticket.category != Ticket.category_predicted,
+            )
+        ).all()
+        for number, category in tickets:
+            first = session.execute(
+                select(MessageRow.subject, MessageRow.text)
+                .where(MessageRow.ticket_number == number, MessageRow.kind == "customer")
+                .order_by(MessageRow.id)
+                .limit(1)
+            ).first()
+            if first is not None:
+                yield {"subject": first.subject, "text": first.text, "category": category}
