@@ -224,3 +224,28 @@ def test_outbox_list_and_retry(config: Path, dovecot: Dovecot, account: Account)
     assert sent["id"] == row["id"]
     missing = supportd(config, "outbox", "retry", "999")
     assert missing.returncode == 1 and "999" in missing.stderr
+
+
+def test_classify_train_and_evaluate(tmp_path: Path) -> None:
+    from tests.unit.test_model import CLEAR
+
+    data = tmp_path / "labelled.jsonl"
+    data.write_text(
+        "\n".join(
+            json.dumps({"subject": s, "text": t, "category": c})
+            for c, cases in CLEAR.items()
+            for s, t in cases * 3
+        )
+    )
+    model = tmp_path / "model.json"
+    config = tmp_path / "none.toml"  # these commands need no configuration
+    trained = supportd(config, "classify", "train", str(data), "--out", str(model))
+    assert trained.returncode == 0, trained.stderr
+    assert "trained on 54 mails" in trained.stdout and model.exists()
+    evaluated = supportd(config, "classify", "evaluate", str(data), "--model", str(model))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert "macro-F1" in evaluated.stdout and "confusion" in evaluated.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"subject": "x", "text": "y", "category": "pricing"}\n')
+    refused = supportd(config, "classify", "train", str(bad), "--out", str(model))
+    assert refused.returncode == 1 and "bad.jsonl:1: unknown category 'pricing'" in refused.stderr

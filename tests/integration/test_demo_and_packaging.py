@@ -62,7 +62,7 @@ def test_systemd_unit_verifies() -> None:
     assert bad == []
 
 
-def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
+def test_wheel_carries_the_migrations_templates_and_model(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -86,4 +86,6 @@ def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
     assert "supportd/migrations/env.py" in names
     assert "supportd/defaults/templates/acknowledgement.txt.j2" in names
     assert "supportd/defaults/faq.toml" in names
+    assert "supportd/data/classifier.json" in names  # the trained model ships with the code
+    assert "supportd/defaults/templates/notification.txt.j2" in names
     assert any(n.startswith("supportd/migrations/versions/0001") for n in names)

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import delete, func, select, update
 
 from supportd.adapters.db.models import MessageRow, OutboxItem, QuarantineItem, Ticket
-from supportd.adapters.db.views import show_ticket
+from supportd.adapters.db.views import corrected_examples, show_ticket
 from supportd.bootstrap import Desk
 from supportd.domain.agents import reply_token
 from tests.support import clients
@@ -204,6 +204,14 @@ def test_commands_change_the_ticket_and_send_the_customer_nothing(
     run_once(desk)
     detail = ticket(desk)
     assert (detail["assignee"], detail["category"], detail["status"]) == (RAHIM, "bug", "pending")
+    assert detail["category_predicted"] == "installation"  # kept beside the correction
+    assert list(corrected_examples(desk.engine)) == [  # supportd classify export
+        {
+            "subject": "Cannot install on PHP 8.2",
+            "text": "The installer stops with a blank page.\r\n",
+            "category": "bug",
+        }
+    ]
     assert len(net.inbox(ALICE)) == before
 
     # Assigned: the customer's next mail notifies the assignee only.

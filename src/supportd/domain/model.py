@@ -1,5 +1,5 @@
-"""A trained classifier in pure Python: multinomial Naive Bayes over words, word pairs and
-character 4-grams of the customer's own words, with a confidence to abstain on.
+"""A trained classifier in pure Python: multinomial Naive Bayes over the words and word pairs
+of the customer's own words (and the subject's words), with a confidence to abstain on.
 
 Why Naive Bayes: measured here on a small labelled set it did as well as scikit-learn's
 linear models, it trains in a second without numpy, and its model is a table that loads
@@ -26,16 +26,17 @@ CONSEQUENTIAL = ("customization", "third_party", "presales", "account")
 
 
 def features(subject: str, text: str, limit: int = 800) -> set[str]:
-    """The feature set of a mail: subject words, body words, word pairs, character 4-grams."""
+    """The feature set of a mail: subject words, body words and word pairs.
+
+    Character 4-grams were tried for misspellings: with Naive Bayes they cost 4 points of
+    cross-validated macro-F1 (0.79 against 0.83), as correlated features it double-counts.
+    """
     subject_words = _TOKEN.findall((subject or "").lower())
     words = _TOKEN.findall(own_words(text or "", limit).lower())
     found = {"s:" + w for w in subject_words}
     found.update("w:" + w for w in words)
     found.update("w:" + w for w in subject_words)
     found.update(f"b:{a}_{b}" for a, b in itertools.pairwise(words))
-    for w in (*subject_words, *words):
-        if len(w) > 4:
-            found.update("c:" + w[i : i + 4] for i in range(len(w) - 3))
     return found
 
 
@@ -121,8 +122,8 @@ class NaiveBayes:
 def train(
     rows: Iterable[tuple[str, str, str]],
     *,
-    alpha: float = 0.3,
-    min_count: int = 2,
+    alpha: float = 0.5,
+    min_count: int = 3,
     max_features: int = 40_000,
 ) -> NaiveBayes:
     """Multinomial NB with binary feature counts per mail, Laplace smoothing `alpha`.
