@@ -223,7 +223,7 @@ class SlaSettings(_Section):
 
 
 class ClassificationSettings(_Section):
-    """Keyword rules per category; any category given here replaces the English default."""
+    """The trained model, and the operator's keyword rules, which win when they match."""
 
     rules: dict[str, list[str]] = Field(default_factory=dict)
     # The trained model: "" = the one shipped with supportd, a path to your own (from
