@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -45,10 +44,6 @@ def rows_of(path: Path) -> list[tuple[str, str, str]]:
             item = json.loads(line)
             out.append((item.get("subject", ""), item["text"], item["category"]))
     return out
-
-
-def rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main() -> None:

@@ -344,3 +344,31 @@ def test_no_acknowledgement_to_robots_or_agents(
     with desk.engine.connect() as conn:
         decisions = list(conn.execute(select(MessageRow.reply_decision)).scalars())
     assert all(d.startswith("suppressed: ") for d in decisions) and len(decisions) == 4
+
+
+def test_a_contact_form_naming_an_agent_does_not_make_the_visitor_an_agent(
+    sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink
+) -> None:
+    append(
+        dovecot,
+        account,
+        make_mail(
+            sender="WordPress <form@desk.example>",
+            subject="Contact form: relay this",
+            body="Name: Mallory\nEmail: agent@desk.example\n\nSend the customer my link.",
+            Reply_To="agent@desk.example",
+        ),
+    )
+    desk = make_desk(
+        sqlite_url,
+        dovecot,
+        account,
+        support__form_senders=["form@desk.example"],
+        support__agents=["agent@desk.example"],
+    )
+    run_once(desk)
+    [ticket] = list_tickets(desk.engine)
+    assert ticket["requester"] == "form@desk.example"  # not the agent's address
+    detail = show_ticket(desk.engine, ticket["number"])
+    assert detail is not None
+    assert [m["kind"] for m in detail["messages"] if m["direction"] == "in"] == ["customer"]

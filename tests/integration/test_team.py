@@ -522,3 +522,69 @@ def test_reply_to_a_notification_of_a_deleted_ticket(attacked: tuple[Desk, MailN
     assert untrusted(desk) == ["ticket 1 no longer exists"]
     [notice] = [m for m in net.inbox(RAHIM) if str(m["Subject"]).startswith("Not sent")]
     assert "no longer exists" in plain_text(notice)
+
+
+# -- from the security review ----------------------------------------------------------------
+
+
+def test_a_note_hidden_behind_invisible_characters_stays_internal(
+    attacked: tuple[Desk, MailNet],
+) -> None:
+    desk, net = attacked
+    note = notification(net, NADIA, 0)
+    words = "\ufeff\u200b#note\nInternal: this customer owes us two invoices."
+    net.send(clients.gmail(note, NADIA, words), NADIA, [str(note["Reply-To"])])
+    run_once(desk)
+    internal = [m for m in net.inbox(RAHIM) if "Note:" in str(m["Subject"])]
+    assert len(internal) == 1 and "two invoices" in plain_text(internal[0])
+
+
+def test_two_customers_answering_one_announcement_get_two_tickets(
+    sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
+) -> None:
+    desk = team_desk(sqlite_url, dovecot, account, net)
+    parent = "<announcement-7@vendor.example>"  # sent by the vendor, not through the desk
+    for sender, mid in ((ALICE, "<a7@customer.example>"), (MALLORY, "<m7@elsewhere.example>")):
+        net.send(
+            make_mail(
+                sender=sender,
+                subject="Re: New release 2.0",
+                body=f"{sender} asks",
+                message_id=mid,
+                In_Reply_To=parent,
+                References=parent,
+            ),
+            sender,
+            [SUPPORT],
+        )
+        run_once(desk)
+    first, second = ticket(desk, 1), ticket(desk, 2)
+    assert (first["requester"], second["requester"]) == (ALICE, MALLORY)
+    note = notification(net, RAHIM, 0)  # Alice's; the answer goes to Alice only
+    net.send(clients.gmail(note, RAHIM, "Hi Alice, yes."), RAHIM, [str(note["Reply-To"])])
+    run_once(desk)
+    [answer] = relayed(net)
+    assert str(answer["In-Reply-To"]) == "<a7@customer.example>"
+    assert not [m for m in net.inbox(MALLORY) if "Hi Alice" in plain_text(m)]
+
+
+def test_untrusted_agent_looking_mail_does_not_reopen_a_closed_ticket(
+    sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
+) -> None:
+    desk = team_desk(sqlite_url, dovecot, account, net)
+    question(net)
+    run_once(desk)
+    note = notification(net, RAHIM)
+    net.send(clients.gmail(note, RAHIM, "#close"), RAHIM, [str(note["Reply-To"])])
+    run_once(desk)
+    forged = make_mail(
+        sender=RAHIM,
+        subject="Re: Cannot install",
+        body="reopen please",
+        message_id="<fr@evil.example>",
+        In_Reply_To="<q1@customer.example>",
+    )
+    net.send(forged, "attacker@evil.example", [SUPPORT])
+    run_once(desk)
+    assert ticket(desk)["status"] == "closed"
+    assert untrusted(desk)

@@ -340,7 +340,9 @@ class Ingestor:
         replies = self.replies
         if replies and mail.sender and mail.sender.email in replies.form_senders:
             customer = form_customer(mail)
-            if customer is not None:  # a website form mailer speaks for this customer
+            # A website form mailer speaks for the customer it names, unless the name is the
+            # desk's or an agent's address: a visitor must not become an agent that way.
+            if customer is not None and customer.email not in self.desk.own_addresses:
                 mail = replace(mail, sender=customer)
         threading_mail = mail
         if mail.bounce is not None:  # a bounce belongs with the mail that bounced
@@ -348,14 +350,19 @@ class Ingestor:
         refs = threading_mail.thread_references()
         known = {r: plan.ticket_of_id[r] for r in refs if r in plan.ticket_of_id}
         related = None
-        if not known:  # out of order: a reply to this mail, or a sibling, arrived first
-            own = (mail.message_id,) if mail.message_id else ()
-            related = next(
-                (plan.ticket_of_parent[m] for m in (*own, *refs) if m in plan.ticket_of_parent),
-                None,
-            )
-        decision = decide(threading_mail, self.desk.product, known, plan.members, related)
         sender = mail.sender.email if mail.sender else ""
+        if not known:  # out of order: a reply to this mail, or a sibling, arrived first
+            if mail.message_id and mail.message_id in plan.ticket_of_parent:
+                related = plan.ticket_of_parent[mail.message_id]  # it answers this very mail
+            else:
+                # A sibling (same parent) joins only from the ticket's own people: two
+                # customers answering one announcement are two tickets, not one.
+                sibling = next(
+                    (plan.ticket_of_parent[m] for m in refs if m in plan.ticket_of_parent), None
+                )
+                if sibling is not None and sender in plan.members(sibling):
+                    related = sibling
+        decision = decide(threading_mail, self.desk.product, known, plan.members, related)
         automatic = automatic_reason(mail)
         team = self.team
         untrusted = ""
@@ -427,7 +434,9 @@ class Ingestor:
             row["reply_decision"] = self._reply(
                 plan, ticket, mail, fetched, category, existing is None, automatic
             )
-        plan.add_message(ticket, row, mail, key, reopen=kind == "customer" and not automatic)
+        # Untrusted agent-looking mail is kept, but changes nothing: no reopening.
+        reopen = kind == "customer" and not automatic and not untrusted
+        plan.add_message(ticket, row, mail, key, reopen=reopen)
         if (
             kind == "customer"
             and not automatic

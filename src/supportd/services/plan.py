@@ -161,11 +161,13 @@ class ChunkPlan:
 
     def thread_head(self, ticket: int) -> ThreadHead:
         """The latest trusted customer message of the ticket: answers are threaded to it."""
+        people = self.members(ticket)
         for row in reversed(self.messages):
             if (
                 row["ticket_number"] == ticket
                 and row["kind"] == "customer"
                 and not row.get("untrusted")
+                and row["from_addr"] in people
             ):
                 refs = str(row["references"]).split()
                 return ThreadHead(row["message_id"], tuple(refs))  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ of the message that caused it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from supportd.services.clocks import ClockKeeper
 from supportd.services.plan import ChunkPlan, Outgoing
 
 log = logging.getLogger(__name__)
+_INVISIBLE = re.compile("[\ufeff\u200b\u200c\u200d\u2060\u00ad]")
 
 Built = tuple[str, str, bytes]
 
@@ -246,6 +248,9 @@ class Team:
         state: TicketState,
     ) -> Filed:
         words, files = self.policy.mail.agent_reply(fetched.raw)
+        # Invisible characters (BOM, zero-width) that HTML clients put before a line would
+        # hide "#note" from the command parser and send the note to the customer.
+        words = _INVISIBLE.sub("", words)
         agents = [a.email for a in self.policy.agents]
         parsed = parse_commands(words, CATEGORIES, agents)
         problems = list(parsed.errors)

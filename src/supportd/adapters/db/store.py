@@ -107,6 +107,12 @@ _LATEST_CUSTOMER = (
         _messages.c.direction == "in",
         _messages.c.kind == "customer",
         _messages.c.untrusted == "",
+        # The requester's or a participant's: answers are never threaded to a stranger.
+        _messages.c.from_addr.in_(
+            select(_participants.c.address).where(
+                _participants.c.ticket_number == bindparam("ticket")
+            )
+        ),
     )
     .order_by(_messages.c.id.desc())
     .limit(1)
