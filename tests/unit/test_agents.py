@@ -673,3 +673,11 @@ def test_parse_commands_never_raises(text: str) -> None:
     parsed = commands(text)
     assert isinstance(parsed, ParsedCommands)
     assert all(c.name in COMMANDS for c in parsed.commands)
+
+
+def test_dmarc_pass_without_the_from_domain_is_not_enough() -> None:
+    header = ar(MX, ("dmarc", "pass", ""))  # no header.from: a pass for which From?
+    trust = decide(auth_headers=(header,), authserv_id=MX)
+    assert not trust.trusted
+    good = ar(MX, ("dmarc", "pass", "wperp.example"))
+    assert decide(auth_headers=(good,), authserv_id=MX).trusted

@@ -156,3 +156,11 @@ def test_related_ticket_is_used_when_no_reference_is_known() -> None:
 def test_a_known_reference_beats_a_related_ticket() -> None:
     d = decide(mail(in_reply_to=("<a@x>",)), "Desk", {"<a@x>": 2}, nobody, ticket_of_related=4)
     assert d.ticket == 2
+
+
+def test_a_quoted_address_with_a_comma_never_becomes_a_participant() -> None:
+    from supportd.domain.threads import new_participants
+
+    m = mail(cc=('"support@desk.example, x"@evil.example', "bob@customer.example"))
+    found = new_participants(m, "alice@customer.example", ["support@desk.example"])
+    assert found == {"alice@customer.example", "bob@customer.example"}

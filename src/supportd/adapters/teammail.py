@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html as html_lib
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from email import encoders
@@ -27,6 +28,7 @@ from supportd.domain.mail import Address, Attachment
 from supportd.domain.team import ThreadHead, TicketFacts, reply_subject
 
 Built = tuple[str, str, bytes]  # (subject, text, raw)
+_CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 
 
 def _text_and_html(text: str) -> MIMEMultipart:
@@ -103,7 +105,10 @@ class TeamComposer:
         mixed = MIMEMultipart("mixed", boundary=boundary())
         mixed.attach(body)
         for item in files:
-            maintype, _, subtype = item.content_type.partition("/")
+            ctype = item.content_type.lower()
+            if not _CONTENT_TYPE.match(ctype) or ctype.startswith(("multipart/", "message/")):
+                ctype = "application/octet-stream"  # whatever the sender claimed
+            maintype, _, subtype = ctype.partition("/")
             part = MIMEBase(maintype or "application", subtype or "octet-stream")
             part.set_payload(item.data)
             encoders.encode_base64(part)

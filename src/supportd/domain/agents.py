@@ -226,7 +226,9 @@ def _auth_verdict(header: AuthHeader, sender_domain: str, authserv: str) -> tupl
     for r in header.results:
         method, result, domain = r.method.lower(), r.result.lower(), r.domain.lower()
         if method == "dmarc":
-            if result == "pass" and (not domain or domain == sender_domain):
+            # The pass must be for the From domain the desk sees (header.from), not just "a"
+            # pass: a filter that read another From than ours would otherwise vouch for it.
+            if result == "pass" and domain == sender_domain:
                 return True, ""
         elif method == "dkim":
             if result == "pass" and _within(sender_domain, domain):

@@ -100,6 +100,12 @@ def new_participants(
     excluded = {a.lower() for a in desk_addresses}
     found = {requester}
     for addr in (*mail.to, *mail.cc):
-        if addr.email and addr.email not in excluded:
+        if addr.email and addr.email not in excluded and _plain(addr.email):
             found.add(addr.email)
     return frozenset(found)
+
+
+def _plain(address: str) -> bool:
+    """A participant's address has no quotes, commas, spaces or brackets: a quoted local
+    part such as "support@desk, x"@evil would split into two recipients later."""
+    return address.count("@") == 1 and not any(c in address for c in '",;<> \t')
