@@ -178,18 +178,23 @@ def build_sla(settings: Settings, calendar: BusinessCalendar) -> SlaPolicy:
     )
 
 
+def build_team_mail(settings: Settings, replies: ReplyPolicy) -> TeamComposer:
+    """The composer of the team's mail (notifications, relays, notes, escalations)."""
+    composer = replies.composer
+    assert isinstance(composer, Composer)
+    support = settings.support
+    return TeamComposer(
+        composer, secret=support.secret_key, forward_limit=support.forward_attachments_bytes
+    )
+
+
 def build_team(
-    settings: Settings, replies: ReplyPolicy, clocks: ClockKeeper | None = None
+    settings: Settings, mail: TeamComposer, clocks: ClockKeeper | None = None
 ) -> Team | None:
     """The team's side: notifications, relays, notes and commands (None without agents)."""
     support = settings.support
     if not support.agents:
         return None
-    composer = replies.composer
-    assert isinstance(composer, Composer)
-    mail = TeamComposer(
-        composer, secret=support.secret_key, forward_limit=support.forward_attachments_bytes
-    )
     return Team(
         clocks=clocks,
         policy=TeamPolicy(
@@ -224,6 +229,7 @@ def build_desk(
     replies = build_replies(settings)
     sla = build_sla(settings, replies.calendar)
     clocks = ClockKeeper(sla)
+    team_mail = build_team_mail(settings, replies)
     ingestor = Ingestor(
         unit_of_work(engine),
         desk_identity,
@@ -231,23 +237,17 @@ def build_desk(
         utcnow,
         parse_async=pool.parse_async if pool else None,
         replies=replies,
-        team=build_team(settings, replies, clocks),
+        team=build_team(settings, team_mail, clocks),
         clocks=clocks,
     )
-    composer = replies.composer
-    assert isinstance(composer, Composer)
     escalator = Escalator(
         unit_of_work(engine),
         sla,
-        TeamComposer(
-            composer,
-            secret=settings.support.secret_key,
-            forward_limit=settings.support.forward_attachments_bytes,
-        ),
+        team_mail,
         address=settings.support.address,
         product=settings.support.product,
         escalation=settings.support.escalation,
-        message_id_for=ingestor._message_id,
+        message_id_for=ingestor.message_id,
         clock=utcnow,
     )
     outbox = OutboxSender(

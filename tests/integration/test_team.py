@@ -78,6 +78,11 @@ def notification(net: MailNet, agent: str, index: int = -1) -> EmailMessage:
     return found[index]
 
 
+def agent_answers(net: MailNet, note: EmailMessage, sender: str, words: str) -> None:
+    """The agent answers `note` from Gmail, to the notification's Reply-To."""
+    net.send(clients.gmail(note, sender, words), sender, [str(note["Reply-To"])])
+
+
 def relayed(net: MailNet) -> list[EmailMessage]:
     """What reached the customer from the desk, acknowledgements aside."""
     return [
@@ -200,7 +205,7 @@ def test_commands_change_the_ticket_and_send_the_customer_nothing(
     before = len(net.inbox(ALICE))
     note = notification(net, RAHIM)
     commands = "#assign me\n#category bug\n#pending"
-    net.send(clients.gmail(note, RAHIM, commands), RAHIM, [str(note["Reply-To"])])
+    agent_answers(net, note, RAHIM, commands)
     run_once(desk)
     detail = ticket(desk)
     assert (detail["assignee"], detail["category"], detail["status"]) == (RAHIM, "bug", "pending")
@@ -230,9 +235,7 @@ def test_commands_change_the_ticket_and_send_the_customer_nothing(
     assert ticket(desk)["status"] == "open"  # the customer's mail reopens a pending ticket
 
     unknown = notification(net, RAHIM)
-    net.send(
-        clients.gmail(unknown, RAHIM, "#frobnicate\nHello Alice"), RAHIM, [str(unknown["Reply-To"])]
-    )
+    agent_answers(net, unknown, RAHIM, "#frobnicate\nHello Alice")
     run_once(desk)
     assert len(net.inbox(ALICE)) == before
     [notice] = [m for m in net.inbox(RAHIM) if str(m["Subject"]).startswith("Not sent")]
@@ -271,7 +274,7 @@ def test_a_closed_ticket_reopens_within_reopen_days_and_later_a_new_one_names_it
     question(net)
     run_once(desk)
     note = notification(net, RAHIM)
-    net.send(clients.gmail(note, RAHIM, "#close"), RAHIM, [str(note["Reply-To"])])
+    agent_answers(net, note, RAHIM, "#close")
     run_once(desk)
     assert ticket(desk)["status"] == "closed"
     again = make_mail(
@@ -364,7 +367,7 @@ def test_forged_agent_from_without_token(attacked: tuple[Desk, MailNet]) -> None
 def test_agent_b_using_agent_a_token(attacked: tuple[Desk, MailNet]) -> None:
     desk, net = attacked
     note = notification(net, RAHIM, 0)
-    net.send(clients.gmail(note, NADIA, "Hello from Nadia"), NADIA, [str(note["Reply-To"])])
+    agent_answers(net, note, NADIA, "Hello from Nadia")
     run_once(desk)
     [reason] = untrusted(desk)
     assert "token of another agent or another ticket" in reason
@@ -517,7 +520,7 @@ def test_reply_to_a_notification_of_a_deleted_ticket(attacked: tuple[Desk, MailN
     with desk.engine.begin() as conn:  # ticket 1 removed (merged or deleted by an operator)
         conn.execute(delete(MessageRow).where(MessageRow.ticket_number == 1))
         conn.execute(delete(Ticket).where(Ticket.number == 1))
-    net.send(clients.gmail(note, RAHIM, "Hi Alice"), RAHIM, [str(note["Reply-To"])])
+    agent_answers(net, note, RAHIM, "Hi Alice")
     run_once(desk)
     assert untrusted(desk) == ["ticket 1 no longer exists"]
     [notice] = [m for m in net.inbox(RAHIM) if str(m["Subject"]).startswith("Not sent")]
@@ -533,7 +536,7 @@ def test_a_note_hidden_behind_invisible_characters_stays_internal(
     desk, net = attacked
     note = notification(net, NADIA, 0)
     words = "\ufeff\u200b#note\nInternal: this customer owes us two invoices."
-    net.send(clients.gmail(note, NADIA, words), NADIA, [str(note["Reply-To"])])
+    agent_answers(net, note, NADIA, words)
     run_once(desk)
     internal = [m for m in net.inbox(RAHIM) if "Note:" in str(m["Subject"])]
     assert len(internal) == 1 and "two invoices" in plain_text(internal[0])
@@ -561,7 +564,7 @@ def test_two_customers_answering_one_announcement_get_two_tickets(
     first, second = ticket(desk, 1), ticket(desk, 2)
     assert (first["requester"], second["requester"]) == (ALICE, MALLORY)
     note = notification(net, RAHIM, 0)  # Alice's; the answer goes to Alice only
-    net.send(clients.gmail(note, RAHIM, "Hi Alice, yes."), RAHIM, [str(note["Reply-To"])])
+    agent_answers(net, note, RAHIM, "Hi Alice, yes.")
     run_once(desk)
     [answer] = relayed(net)
     assert str(answer["In-Reply-To"]) == "<a7@customer.example>"
@@ -575,7 +578,7 @@ def test_untrusted_agent_looking_mail_does_not_reopen_a_closed_ticket(
     question(net)
     run_once(desk)
     note = notification(net, RAHIM)
-    net.send(clients.gmail(note, RAHIM, "#close"), RAHIM, [str(note["Reply-To"])])
+    agent_answers(net, note, RAHIM, "#close")
     run_once(desk)
     forged = make_mail(
         sender=RAHIM,
@@ -588,3 +591,25 @@ def test_untrusted_agent_looking_mail_does_not_reopen_a_closed_ticket(
     run_once(desk)
     assert ticket(desk)["status"] == "closed"
     assert untrusted(desk)
+
+
+def test_forged_notes_and_assignments_reach_nobody(attacked: tuple[Desk, MailNet]) -> None:
+    """A note goes to the agents and an assignment decides who hears of escalations: a
+    forged agent mail (no token, or another agent's) must trigger neither."""
+    desk, net = attacked
+    rahim_before = len(net.inbox(RAHIM))
+    nadia_before = len(net.inbox(NADIA))
+    forged = make_mail(
+        sender=NADIA,
+        subject="Re: [Desk #1] Question",
+        body="#note\nforward everything to attacker@evil.example",
+        message_id="<fn@evil.example>",
+        In_Reply_To="<q1@customer.example>",
+    )
+    net.send(forged, "attacker@evil.example", [SUPPORT])
+    note = notification(net, RAHIM, 0)  # Rahim's token, in Nadia's name
+    agent_answers(net, note, NADIA, f"#assign {NADIA}\n#note\nsecret plan")
+    run_once(desk)
+    assert len(net.inbox(RAHIM)) == rahim_before and len(net.inbox(NADIA)) == nadia_before
+    assert ticket(desk)["assignee"] is None
+    assert len(untrusted(desk)) == 2

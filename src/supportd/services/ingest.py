@@ -288,7 +288,7 @@ class Ingestor:
             return stats, []
         keys = [dedup_key(mail, fetched.raw) for fetched, mail in items]
         plan = ChunkPlan.prepare(
-            store, mailbox, uidvalidity, now, [m for _, m in items], keys, self._message_id
+            store, mailbox, uidvalidity, now, [m for _, m in items], keys, self.message_id
         )
         for (fetched, mail), key in zip(items, keys, strict=True):
             original = plan.duplicate_of(key)
@@ -302,7 +302,8 @@ class Ingestor:
         stats.new_tickets = len(stats.ticket_numbers)
         return stats, row_ids
 
-    def _message_id(self, row_id: int) -> str:
+    def message_id(self, row_id: int) -> str:
+        """The signed Message-ID of the outgoing mail in outbox row `row_id`."""
         domain = self.desk.address.rsplit("@", 1)[-1]
         return outgoing_message_id(row_id, domain, self.replies.secret if self.replies else "")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 
@@ -82,7 +82,7 @@ _PARTICIPANTS = select(_participants.c.address).where(
     _participants.c.ticket_number == bindparam("ticket")
 )
 _REQUESTER = select(_tickets.c.requester).where(_tickets.c.number == bindparam("ticket"))
-_TICKET_STATE = select(
+_STATE = select(
     _tickets.c.number,
     _tickets.c.subject,
     _tickets.c.requester,
@@ -99,7 +99,8 @@ _TICKET_STATE = select(
     _tickets.c.clock_paused,
     _tickets.c.clock_paused_since,
     _tickets.c.escalation_level,
-).where(_tickets.c.number == bindparam("ticket"))
+)
+_TICKET_STATE = _STATE.where(_tickets.c.number == bindparam("ticket"))
 _LATEST_CUSTOMER = (
     select(_messages.c.message_id, _messages.c.references)
     .where(
@@ -144,6 +145,29 @@ _ACKS_SINCE = select(func.count()).where(
 _SUPPRESSED_UNTIL = select(_suppressions.c.until).where(
     _suppressions.c.address == bindparam("address")
 )
+
+
+def state_from(row: Any) -> TicketState:
+    """A ticket's state from anything with the tickets columns as attributes (a result row,
+    or the ORM object the read side holds)."""
+    return TicketState(
+        number=row.number,
+        subject=row.subject,
+        requester=row.requester,
+        requester_name=row.requester_name,
+        status=row.status,
+        category=row.category,
+        due=row.first_response_due,
+        assignee=row.assignee,
+        closed_at=row.closed_at,
+        continues=row.continues,
+        first_responded_at=row.first_responded_at,
+        clock_started_at=row.clock_started_at,
+        clock_first=bool(row.clock_first),
+        clock_paused=float(row.clock_paused or 0.0),
+        clock_paused_since=row.clock_paused_since,
+        escalation_level=int(row.escalation_level or 0),
+    )
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
@@ -254,40 +278,18 @@ class SqlTicketStore:
 
     def ticket_state(self, ticket: int) -> TicketState | None:
         row = self.conn.execute(_TICKET_STATE, {"ticket": ticket}).first()
-        if row is None:
-            return None
-        return TicketState(
-            number=row.number,
-            subject=row.subject,
-            requester=row.requester,
-            requester_name=row.requester_name,
-            status=row.status,
-            category=row.category,
-            due=row.first_response_due,
-            assignee=row.assignee,
-            closed_at=row.closed_at,
-            continues=row.continues,
-            first_responded_at=row.first_responded_at,
-            clock_started_at=row.clock_started_at,
-            clock_first=bool(row.clock_first),
-            clock_paused=float(row.clock_paused or 0.0),
-            clock_paused_since=row.clock_paused_since,
-            escalation_level=int(row.escalation_level or 0),
-        )
+        return state_from(row) if row is not None else None
 
     def due_clocks(self, now: datetime, limit: int) -> list[TicketState]:
         """Tickets whose next escalation event is due (one indexed range scan); on
         PostgreSQL the rows stay locked until commit, and other scanners skip them."""
         query = (
-            select(_tickets.c.number)
-            .where(_tickets.c.next_event_at <= now)
+            _STATE.where(_tickets.c.next_event_at <= now)
             .order_by(_tickets.c.next_event_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        numbers = list(self.conn.execute(query).scalars())
-        states = (self.ticket_state(n) for n in numbers)
-        return [s for s in states if s is not None]
+        return [state_from(row) for row in self.conn.execute(query)]
 
     def latest_customer_message(self, ticket: int) -> tuple[str | None, tuple[str, ...]] | None:
         row = self.conn.execute(_LATEST_CUSTOMER, {"ticket": ticket}).first()

@@ -16,8 +16,8 @@ from supportd.adapters.db.models import (
     QuarantineItem,
     Ticket,
 )
+from supportd.adapters.db.store import state_from
 from supportd.domain.sla import NEVER, SlaPolicy, clock_of, evaluate
-from supportd.domain.team import TicketState
 
 
 def iso(value: datetime | None) -> str | None:
@@ -237,22 +237,7 @@ def sla_rows(
     """`supportd sla`: tickets awaiting the team, most urgent first, with the time left."""
     rows: list[dict[str, Any]] = []
     for t in awaiting(engine, limit):
-        clock = clock_of(
-            TicketState(
-                t.number,
-                t.subject,
-                t.requester,
-                t.requester_name,
-                t.status,
-                t.category,
-                t.first_response_due,
-                clock_started_at=t.clock_started_at,
-                clock_first=t.clock_first,
-                clock_paused=t.clock_paused,
-                clock_paused_since=t.clock_paused_since,
-                escalation_level=t.escalation_level,
-            )
-        )
+        clock = clock_of(state_from(t))
         if clock is None:
             continue
         ev = evaluate(clock, now, policy)
