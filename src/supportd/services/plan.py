@@ -43,6 +43,17 @@ class Outgoing:
     build: Build
 
 
+# Every new ticket's row has these columns, so the tickets go in one executemany.
+NEW_TICKET_CLOCK: dict[str, object] = {
+    "clock_started_at": None,
+    "clock_first": True,
+    "clock_paused": 0.0,
+    "clock_paused_since": None,
+    "next_response_due": None,
+    "next_event_at": None,
+}
+
+
 @dataclass
 class Touch:
     """What a chunk does to an existing ticket."""
@@ -245,25 +256,7 @@ class ChunkPlan:
 
     def flush(self, want_ids: bool = False) -> tuple[list[int], list[int]]:
         """Write the plan; returns the numbers of the tickets it opened and the message rows."""
-        numbers = self.store.insert_tickets(
-            [
-                {
-                    "subject": t.subject,
-                    "requester": t.requester,
-                    "requester_name": t.requester_name,
-                    "status": "open",
-                    "category": t.category,
-                    "category_predicted": t.category,
-                    "first_response_due": t.due,
-                    "created_at": t.created_at,
-                    "updated_at": max(t.created_at, self.now),
-                    "escalation_level": 0,
-                    "message_count": t.message_count,
-                    "continues": t.continues,
-                }
-                for t in self.new_tickets
-            ]
-        )
+        numbers = self.store.insert_tickets([self._new_ticket_row(t) for t in self.new_tickets])
 
         def real(ticket: int) -> int:
             return numbers[-ticket - 1] if ticket < 0 else ticket
@@ -302,6 +295,29 @@ class ChunkPlan:
         )
         self._flush_outgoing(real)
         return numbers, row_ids
+
+    def _new_ticket_row(self, t: NewTicket) -> dict[str, object]:
+        """A new ticket's row, with the clock columns its messages set (in the INSERT, not
+        in an UPDATE per ticket afterwards)."""
+        row: dict[str, object] = {
+            "subject": t.subject,
+            "requester": t.requester,
+            "requester_name": t.requester_name,
+            "status": "open",
+            "category": t.category,
+            "category_predicted": t.category,
+            "first_response_due": t.due,
+            "created_at": t.created_at,
+            "updated_at": max(t.created_at, self.now),
+            "escalation_level": 0,
+            "message_count": t.message_count,
+            "continues": t.continues,
+            **NEW_TICKET_CLOCK,
+        }
+        changes = self.changes.get(t.placeholder, {})
+        if set(changes) <= row.keys():
+            row.update(self.changes.pop(t.placeholder, {}))
+        return row
 
     def _flush_outgoing(self, real: Callable[[int], int]) -> None:
         """Outbox rows and their copies on the ticket, in the ticket change's transaction."""
