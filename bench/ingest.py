@@ -1,17 +1,25 @@
 """Ingestion benchmark: N messages in a private Dovecot, timed through `supportd run --once`.
 
-    .venv/bin/python bench/ingest.py [-n 10000] [--postgres] [--batch-size 200]
+    .venv/bin/python bench/ingest.py [-n 10000] [--postgres] [--compare] [--profile DIR]
 
-Prints messages per second and the peak RSS of the supportd process (and of its children,
-if any). Needs root and Dovecot, like the integration tests. Not a test: no assertions.
+Acknowledgements and notifications (one agent) are on and go to an SMTP sink on loopback
+(bench/sink.py, a separate process); the run counts only when every outbox row was sent
+before `run --once` exited. Prints messages per second and the peak RSS of all supportd
+processes together. `--compare` also runs the sequential pipeline of issue 9 in the same
+run (imapclient FETCH and compat32 parsing of the same mails, then as many small messages
+as supportd sent, one by one over one SMTP connection) and prints the ratio.
+Needs root and Dovecot, like the integration tests. Not a test: no assertions.
 """
 
 from __future__ import annotations
 
 import argparse
+import email
 import os
 import random
 import resource
+import smtplib
+import socket
 import subprocess
 import sys
 import tempfile
@@ -125,6 +133,63 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Sink:
+    """bench/sink.py in its own process."""
+
+    def __init__(self, work: Path) -> None:
+        self.port = free_port()
+        self.countfile = work / f"sink-{self.port}.count"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "sink.py"), str(self.port), str(self.countfile)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "ready"
+
+    def stop(self) -> tuple[int, int]:
+        self.proc.terminate()
+        self.proc.wait(10)
+        count, size = self.countfile.read_text().split()
+        return int(count), int(size)
+
+
+def sequential(dovecot: Dovecot, account: object, n: int, sends: int, work: Path) -> float:
+    """Issue 9's yardstick: FETCH and parse with imapclient and compat32, then send `sends`
+    small messages one after the other over one SMTP connection. Returns seconds."""
+    sink = Sink(work)
+    small = (
+        b"From: support@desk.example\r\nTo: customer@example.com\r\n"
+        b"Subject: Re: your question [Desk #1]\r\nMessage-ID: <x@desk.example>\r\n"
+        b"Auto-Submitted: auto-replied\r\n\r\n" + b"Thank you for writing to us.\r\n" * 20
+    )
+    started = time.monotonic()
+    with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+        client.login(account.username, account.password)  # type: ignore[attr-defined]
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search(["ALL"])
+        parsed = 0
+        for i in range(0, len(uids), 200):
+            fetched = client.fetch(uids[i : i + 200], ["BODY.PEEK[]", "INTERNALDATE"])
+            for data in fetched.values():
+                email.message_from_bytes(data[b"BODY[]"])
+                parsed += 1
+    assert parsed == n, parsed
+    with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+        for _ in range(sends):
+            smtp.sendmail("support@desk.example", ["customer@example.com"], small)
+    elapsed = time.monotonic() - started
+    sent, _ = sink.stop()
+    assert sent == sends, (sent, sends)
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=10_000)
@@ -135,6 +200,8 @@ def main() -> None:
     parser.add_argument(
         "--no-acks", action="store_true", help="support.autoreply = false (ingestion alone)"
     )
+    parser.add_argument("--compare", action="store_true", help="also run the sequential pipeline")
+    parser.add_argument("--profile", type=Path, help="write cProfile output of the main process")
     args = parser.parse_args()
 
     dovecot = Dovecot()
@@ -172,8 +239,23 @@ def main() -> None:
             ),
         )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTD_")}
+        sink = Sink(work)
+        env["SUPPORTD_SMTP__PORT"] = str(sink.port)
         cmd = [sys.executable, "-m", "supportd", "--config", str(config)]
         subprocess.run([*cmd, "migrate"], check=True, env=env, capture_output=True)
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            cmd = [
+                sys.executable,
+                "-m",
+                "cProfile",
+                "-o",
+                str(args.profile / "main.prof"),
+                "-m",
+                "supportd",
+                "--config",
+                str(config),
+            ]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         proc = subprocess.Popen(
@@ -194,6 +276,17 @@ def main() -> None:
             print(result.stderr)
             raise SystemExit(1)
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        sent, sent_bytes = sink.stop()
+        with create_engine(db_url).connect() as conn:
+            states = dict(
+                conn.execute(text("SELECT status, count(*) FROM outbox GROUP BY status")).all()
+            )
+        unsent = sum(v for k, v in states.items() if k != "sent")
+        print(
+            f"SMTP sink received {sent} messages ({sent_bytes / max(sent, 1) / 1024:.1f} KiB "
+            f"average); outbox {states}"
+            + ("" if not unsent and sent == states.get("sent", 0) else "  <-- NOT ALL SENT")
+        )
         peak_kib = usage.ru_maxrss
         cpu = (usage.ru_utime - before.ru_utime) + (usage.ru_stime - before.ru_stime)
         print(result.stdout.strip())
@@ -217,6 +310,13 @@ def main() -> None:
         )
         if not args.postgres:
             print(f"database size: {(work / 'bench.db').stat().st_size / 1e6:.0f} MB")
+        if args.compare:
+            seconds = sequential(dovecot, account, args.n, sent, work)
+            print(
+                f"sequential pipeline (imapclient + compat32, then {sent} small messages over "
+                f"one SMTP connection): {seconds:.2f} s = {args.n / seconds:.0f} msg/s"
+            )
+            print(f"ratio supportd / sequential: {seconds / elapsed:.2f}")
     finally:
         dovecot.cleanup()
         if pg_name:

@@ -1,7 +1,7 @@
 """Mail to and for the team: notifications, relayed answers, internal notes, notices.
 
-Built with email.mime (compat32) like the acknowledgements: every header value is one
-cleaned line (RFC 2047 where not ASCII), so nothing from incoming mail can add a header.
+Written with adapters/mime like the acknowledgements: every header value is one cleaned
+line (RFC 2047 where not ASCII), so nothing from incoming mail can add a header.
 """
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ import html as html_lib
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from email import encoders
-from email.mime.base import MIMEBase
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 
+from supportd.adapters import mime
 from supportd.adapters.authresults import parse_auth_headers
-from supportd.adapters.compose import Composer, _header, boundary
+from supportd.adapters.compose import Composer, _header
 from supportd.adapters.mailparse import attachments as attachments_of
 from supportd.adapters.mailparse import bodies, clean_header
 from supportd.adapters.replytext import MARKER, new_words
@@ -31,18 +28,15 @@ Built = tuple[str, str, bytes]  # (subject, text, raw)
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
 
 
-def _text_and_html(text: str) -> MIMEMultipart:
+def _text_and_html(text: str) -> mime.Part:
     """multipart/alternative of `text` and the same paragraphs as simple HTML."""
     paragraphs = "".join(
         f"<p>{html_lib.escape(p).replace(chr(10), '<br>')}</p>"
         for p in text.split("\n\n")
         if p.strip()
     )
-    body = MIMEMultipart("alternative", boundary=boundary())
-    body.attach(MIMEText(text, "plain", "utf-8"))
     html = f"<!DOCTYPE html><html><body>{paragraphs}</body></html>"
-    body.attach(MIMEText(html, "html", "utf-8"))
-    return body
+    return mime.multipart("alternative", [mime.text("plain", text), mime.text("html", html)])
 
 
 def _span(amount: timedelta) -> str:
@@ -95,32 +89,22 @@ class TeamComposer:
         ).hexdigest()[:16]
         return f"<ticket-{ticket}.{digest}@{self.domain}>"
 
-    def _envelope(
-        self,
-        body: MIMEText | MIMEMultipart,
-        files: Sequence[Attachment],
-    ) -> MIMEText | MIMEMultipart:
+    def _envelope(self, body: mime.Part, files: Sequence[Attachment]) -> mime.Part:
         if not files:
             return body
-        mixed = MIMEMultipart("mixed", boundary=boundary())
-        mixed.attach(body)
+        parts = [body]
         for item in files:
             ctype = item.content_type.lower()
             if not _CONTENT_TYPE.match(ctype) or ctype.startswith(("multipart/", "message/")):
                 ctype = "application/octet-stream"  # whatever the sender claimed
-            maintype, _, subtype = ctype.partition("/")
-            part = MIMEBase(maintype or "application", subtype or "octet-stream")
-            part.set_payload(item.data)
-            encoders.encode_base64(part)
             # RFC 2231 names are not folded: a long one would break the 998-octet line limit.
             name = item.filename if len(item.filename) <= 60 else item.filename[-60:]
-            part.add_header("Content-Disposition", "attachment", filename=name)
-            mixed.attach(part)
-        return mixed
+            parts.append(mime.attachment(ctype, name, item.data))
+        return mime.multipart("mixed", parts)
 
     def _finish(
         self,
-        msg: MIMEText | MIMEMultipart,
+        body: mime.Part,
         *,
         sender: str,
         to: str,
@@ -132,24 +116,22 @@ class TeamComposer:
         reply_to: str = "",
         auto: bool = True,
     ) -> bytes:
-        msg["From"] = sender
-        msg["To"] = to
-        if cc:
-            msg["Cc"] = cc
-        if reply_to:
-            msg["Reply-To"] = reply_to
-        msg["Subject"] = _header(subject)
-        msg["Date"] = format_datetime(datetime.now(UTC))
-        msg["Message-ID"] = message_id
-        if in_reply_to:
-            msg["In-Reply-To"] = clean_header(in_reply_to)
-        refs = clean_header(" ".join(r for r in references if r))
-        if refs:
-            msg["References"] = refs
-        if auto:
-            msg["Auto-Submitted"] = "auto-generated"
-            msg["X-Auto-Response-Suppress"] = "All"
-        return msg.as_bytes()
+        return mime.message(
+            [
+                ("From", sender),
+                ("To", to),
+                ("Cc", cc),
+                ("Reply-To", reply_to),
+                ("Subject", _header(subject)),
+                ("Date", format_datetime(datetime.now(UTC))),
+                ("Message-ID", message_id),
+                ("In-Reply-To", clean_header(in_reply_to) if in_reply_to else ""),
+                ("References", clean_header(" ".join(r for r in references if r))),
+                ("Auto-Submitted", "auto-generated" if auto else ""),
+                ("X-Auto-Response-Suppress", "All" if auto else ""),
+            ],
+            body,
+        )
 
     def notification(
         self,
@@ -169,9 +151,9 @@ class TeamComposer:
         values = {"facts": facts, "customer": who, "text": text, "attachments": listed}
         body_text = self.composer._render("notification.txt.j2", marker=MARKER, **values)
         body_html = self.composer._render("notification.html.j2", marker=MARKER, **values)
-        body = MIMEMultipart("alternative", boundary=boundary())
-        body.attach(MIMEText(body_text, "plain", "utf-8"))
-        body.attach(MIMEText(body_html, "html", "utf-8"))
+        body = mime.multipart(
+            "alternative", [mime.text("plain", body_text), mime.text("html", body_html)]
+        )
         msg = self._envelope(body, files if forward else [])
         subject = clean_header(f"{facts.tag} {facts.subject}")[:900]
         name = f"{customer.name or customer.email} via {self.composer.support_name}"
@@ -231,7 +213,7 @@ class TeamComposer:
         token = reply_token(self.secret, facts.number, reader.email)
         root = self.thread_root(facts.number, reader.email)
         raw_out = self._finish(
-            MIMEText(text, "plain", "utf-8"),
+            mime.text("plain", text),
             sender=formataddr(
                 (
                     clean_header(f"{author.name or author.email} via {self.composer.support_name}"),
@@ -288,7 +270,7 @@ class TeamComposer:
         text = self.composer._render("notice.txt.j2", subject=subject, problems=list(problems))
         title = clean_header(f"Not sent: {subject}")[:900]
         raw_out = self._finish(
-            MIMEText(text, "plain", "utf-8"),
+            mime.text("plain", text),
             sender=formataddr((clean_header(self.composer.support_name), self.address), "utf-8"),
             to=_address(agent),
             subject=title,
