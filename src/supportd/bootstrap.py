@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 
 from supportd.adapters.compose import Composer, FaqIndex, defaults_dir
 from supportd.adapters.db import schema
-from supportd.adapters.db.engine import make_engine
+from supportd.adapters.db.engine import make_engine, outbox_engine
 from supportd.adapters.db.outbox import outbox_unit_of_work
 from supportd.adapters.db.ownership import MailboxLock, mailbox_lock
 from supportd.adapters.db.store import unit_of_work
@@ -50,6 +50,7 @@ class Desk:
     outbox: OutboxSender
     parse_pool: ParsePool | None = None
     escalator: Escalator | None = None
+    sender_engine: Engine | None = None  # the outbox's own engine (SQLite), else None
 
     def make_source(self) -> ImapSource:
         return build_source(self.settings)
@@ -62,6 +63,8 @@ class Desk:
         if self.parse_pool is not None:
             self.parse_pool.close()
         self.engine.dispose()
+        if self.sender_engine is not None and self.sender_engine is not self.engine:
+            self.sender_engine.dispose()
 
 
 def build_source(settings: Settings) -> ImapSource:
@@ -250,12 +253,14 @@ def build_desk(
         message_id_for=ingestor.message_id,
         clock=utcnow,
     )
+    sender_engine = outbox_engine(engine)
     outbox = OutboxSender(
-        outbox_unit_of_work(engine),
+        outbox_unit_of_work(sender_engine),
         SmtpTransport(settings.smtp),
         utcnow,
         give_up_after=timedelta(seconds=settings.smtp.give_up_after),
         batch_size=settings.smtp.batch_size,
+        connections=settings.smtp.connections,
     )
     return Desk(
         settings=settings,
@@ -264,6 +269,7 @@ def build_desk(
         outbox=outbox,
         parse_pool=pool,
         escalator=escalator,
+        sender_engine=sender_engine,
     )
 
 

@@ -79,6 +79,9 @@ class SmtpSettings(_Section):
     # after the message was queued; then it is marked failed.
     give_up_after: float = Field(default=2 * 24 * 3600, gt=0)
     batch_size: int = Field(default=100, ge=1, le=10000)
+    # SMTP connections the outbox sends over at once; a crash can repeat one row per
+    # connection (the row in flight on each).
+    connections: int = Field(default=4, ge=1, le=32)
     port: int | None = Field(default=None, ge=1, le=65535)
     security: Security = "starttls"
     username: str = ""

@@ -1,117 +1,144 @@
-"""SMTP submission over aiosmtplib."""
+"""SMTP submission over the standard library's smtplib.
+
+Why smtplib and not aiosmtplib (which this adapter used until issue 9): the outbox sends
+from a few threads, one blocking connection each, and smtplib costs a fraction of the CPU
+per message. The profile of a 10,000-mail backlog had aiosmtplib at about 1 ms per message
+in the daemon: an event loop spun up per call (run_until_complete) and a regular-expression
+pass over every message to normalise its line endings, which the desk's own mail (written
+with CRLF by adapters/mime) does not need. bench/RESULTS.md has the figures.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import re
+import smtplib
+import ssl
 from collections.abc import Iterator
-from contextlib import contextmanager
-
-import aiosmtplib
+from contextlib import contextmanager, suppress
 
 from supportd.adapters.imap import tls_context
 from supportd.config import SmtpSettings
 from supportd.errors import SendError
 
-
-def _client(settings: SmtpSettings) -> aiosmtplib.SMTP:
-    context = tls_context(settings.ca_file, settings.tls_verify)
-    return aiosmtplib.SMTP(
-        hostname=settings.host,
-        port=settings.effective_port,
-        use_tls=settings.security == "tls",
-        start_tls=settings.security == "starttls",
-        tls_context=context,
-        timeout=settings.timeout,
-        username=settings.username or None,
-        password=settings.password or None,
-    )
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
-async def _probe(settings: SmtpSettings) -> str:
-    client = _client(settings)
-    try:
-        await client.connect()
-    except aiosmtplib.SMTPAuthenticationError as exc:
-        raise SendError(
-            f"SMTP login refused at {settings.host}:{settings.effective_port} "
-            f"for user {settings.username}: {exc.code} {exc.message}",
-            permanent=True,
-            code=exc.code,
-        ) from None
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        raise SendError(
-            f"SMTP connect to {settings.host}:{settings.effective_port} failed: {exc}",
-            permanent=False,
-        ) from None
-    try:
-        await client.ehlo()
-        return f"{settings.host}:{settings.effective_port} ({settings.security})"
-    finally:
-        try:
-            await client.quit()
-        except aiosmtplib.SMTPException:
-            client.close()
+def _where(settings: SmtpSettings) -> str:
+    return f"SMTP {settings.host}:{settings.effective_port}"
 
 
-def probe(settings: SmtpSettings) -> str:
-    """Connect, EHLO, log in when configured; raise SendError naming host and port."""
-    return asyncio.run(_probe(settings))
+def _text(message: bytes | str) -> str:
+    return message.decode(errors="replace") if isinstance(message, bytes) else str(message)
 
 
 def _send_error(exc: BaseException, where: str) -> SendError:
-    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
-        codes = [r.code for r in exc.recipients]
-        detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        refused = exc.recipients
+        codes = [code for code, _ in refused.values()]
+        detail = "; ".join(
+            f"{address}: {code} {_text(message)}" for address, (code, message) in refused.items()
+        )
         return SendError(
             f"{where}: recipients refused: {detail}",
-            permanent=all(c >= 500 for c in codes),
+            permanent=bool(codes) and all(c >= 500 for c in codes),
             code=max(codes, default=None),
         )
-    if isinstance(exc, aiosmtplib.SMTPResponseException):
+    if isinstance(exc, smtplib.SMTPResponseException):
         return SendError(
-            f"{where}: {exc.code} {exc.message}", permanent=exc.code >= 500, code=exc.code
+            f"{where}: {exc.smtp_code} {_text(exc.smtp_error)}",
+            permanent=exc.smtp_code >= 500,
+            code=exc.smtp_code,
         )
     return SendError(f"{where}: {type(exc).__name__}: {exc}", permanent=False)
 
 
 class _Session:
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, client: aiosmtplib.SMTP, where: str
-    ) -> None:
-        self.loop = loop
+    def __init__(self, client: smtplib.SMTP, where: str) -> None:
         self.client = client
         self.where = where
 
     def send(self, sender: str, recipients: tuple[str, ...], raw: bytes) -> None:
+        if raw.count(b"\n") != raw.count(b"\r\n"):  # SMTP wants CRLF; ours already has it
+            raw = _BARE_LF.sub(b"\r\n", raw)
         try:
-            self.loop.run_until_complete(self.client.sendmail(sender, list(recipients), raw))
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            self.client.sendmail(sender, list(recipients), raw)
+        except (smtplib.SMTPException, OSError) as exc:
             raise _send_error(exc, self.where) from None
 
 
 class SmtpTransport:
-    """Synchronous sessions over aiosmtplib: one connection, many messages."""
+    """Blocking sessions: one connection, many messages. Thread-safe (one session each)."""
 
     def __init__(self, settings: SmtpSettings) -> None:
         self.settings = settings
+        self._context: ssl.SSLContext | None = None
+
+    def _tls(self) -> ssl.SSLContext:
+        # Built once: loading the system's CA store takes ~17 ms, per connection before.
+        if self._context is None:
+            self._context = tls_context(self.settings.ca_file, self.settings.tls_verify)
+        return self._context
+
+    def connect(self) -> smtplib.SMTP:
+        """An open, greeted (and logged-in, when configured) connection; raises SendError."""
+        settings = self.settings
+        where = _where(settings)
+        client: smtplib.SMTP | None = None
+        try:
+            if settings.security == "tls":
+                client = smtplib.SMTP_SSL(
+                    settings.host,
+                    settings.effective_port,
+                    timeout=settings.timeout,
+                    context=self._tls(),
+                )
+            else:
+                client = smtplib.SMTP(
+                    settings.host, settings.effective_port, timeout=settings.timeout
+                )
+            client.ehlo()
+            if settings.security == "starttls":
+                client.starttls(context=self._tls())
+                client.ehlo()
+            if settings.username:
+                client.login(settings.username, settings.password)
+            return client
+        except smtplib.SMTPAuthenticationError as exc:
+            _close(client)
+            raise SendError(
+                f"SMTP login refused at {settings.host}:{settings.effective_port} "
+                f"for user {settings.username}: {exc.smtp_code} "
+                f"{_text(exc.smtp_error)}",
+                permanent=True,
+                code=exc.smtp_code,
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            _close(client)
+            raise SendError(f"{where} connect failed: {exc}", permanent=False) from None
 
     @contextmanager
     def session(self) -> Iterator[_Session]:
-        where = f"SMTP {self.settings.host}:{self.settings.effective_port}"
-        loop = asyncio.new_event_loop()
-        client = _client(self.settings)
+        client = self.connect()
         try:
-            try:
-                loop.run_until_complete(client.connect())
-            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-                raise _send_error(exc, where) from None
-            yield _Session(loop, client, where)
-            try:
-                loop.run_until_complete(client.quit())
-            except (TimeoutError, aiosmtplib.SMTPException, OSError):
-                client.close()
+            yield _Session(client, _where(self.settings))
+            with suppress(smtplib.SMTPException, OSError):
+                client.quit()
         finally:
-            if client.is_connected:
-                client.close()
-            loop.run_until_complete(asyncio.sleep(0))  # let the transport finish closing
-            loop.close()
+            _close(client)
+
+
+def _close(client: smtplib.SMTP | None) -> None:
+    if client is not None:
+        with suppress(OSError):
+            client.close()
+
+
+def probe(settings: SmtpSettings) -> str:
+    """Connect, EHLO, log in when configured; raise SendError naming host and port."""
+    client = SmtpTransport(settings).connect()
+    try:
+        with suppress(smtplib.SMTPException, OSError):
+            client.quit()
+    finally:
+        _close(client)
+    return f"{settings.host}:{settings.effective_port} ({settings.security})"

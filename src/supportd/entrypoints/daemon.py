@@ -85,8 +85,18 @@ class Runner:
                 log.exception("%s failed", name)
 
     def iteration(self) -> IngestStats:
-        """One cycle of the loop: fetch and ingest all waiting mail, scan, send."""
-        stats = self.desk.ingestor.drain(self.source, self.stop)
+        """One cycle of the loop: fetch and ingest all waiting mail, scan, send.
+
+        While the mail is ingested, the outbox sends what each committed batch queued (a
+        backlog's acknowledgements go out as it drains, not after).
+        """
+        ingestor = self.desk.ingestor
+        with self.desk.outbox.background() as wake:
+            ingestor.on_commit = wake
+            try:
+                stats = ingestor.drain(self.source, self.stop)
+            finally:
+                ingestor.on_commit = lambda: None
         self.periodic()
         if stats.stored or stats.quarantined or stats.duplicates:
             log.info(

@@ -119,6 +119,8 @@ class Ingestor:
         self.clocks = clocks
         # The ownership epoch this process claimed (None: unfenced, single-process use).
         self.epoch: int | None = None
+        # Called after each batch commits (the runner wakes the outbox with it).
+        self.on_commit: Callable[[], None] = lambda: None
 
     def claim(self, mailbox: str, owner: str) -> int:
         """Start a new ownership epoch for `mailbox` (the caller holds its lock)."""
@@ -235,6 +237,7 @@ class Ingestor:
             # Fenced: raises (and rolls the batch back) if another process took over.
             store.set_cursor(mailbox, Cursor(uidvalidity, batch[-1].uid), now, self.epoch)
             store.commit()
+        self.on_commit()
         return stats
 
     def _apply_alone(

@@ -1,16 +1,24 @@
-"""The outbox sender: due rows out over one SMTP connection per batch, each marked at once.
+"""The outbox sender: due rows out over a few SMTP connections at once, each row marked
+sent in its own commit right after the server's 250.
 
-Invariant 2: a row is marked sent in its own commit right after the server's 250, so a
-crash repeats at most the one message in flight. Temporary failures (4xx, connection
-errors) retry with growing delay until smtp.give_up_after; 5xx is permanent.
+Invariant 2, with `connections` lanes: a crash repeats at most the rows in flight, one per
+lane (smtp.connections, 4 by default). Temporary failures (4xx, connection errors) retry
+with growing delay until smtp.give_up_after; 5xx is permanent.
+
+Each lane is a thread with its own connection, so the lanes overlap their SMTP round trips
+(and with `background()`, ingestion). Rows reach the lanes in one of two ways:
+- PostgreSQL (row locks): each lane claims its next row FOR UPDATE SKIP LOCKED and holds
+  it from pick to marked sent, so any number of instances and lanes share the outbox.
+- SQLite (one owning process per database): one feed hands due rows out in id order.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -41,7 +49,8 @@ class OutboxStore(Protocol):
 
     def claim(self, now: datetime) -> DueMail | None: ...
 
-    def due(self, now: datetime, limit: int) -> list[DueMail]: ...
+    def due(self, now: datetime, limit: int, after: int = 0) -> list[DueMail]:
+        """Due rows with id > `after`, in id order."""
 
     def mark_sent(self, row_id: int, now: datetime) -> None: ...
 
@@ -68,11 +77,41 @@ class SendStats:
     retried: int = 0
     failed: int = 0
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()  # lanes count into one SendStats
+
+    def count(self, what: str) -> None:
+        with self._lock:
+            setattr(self, what, getattr(self, what) + 1)
+
 
 def retry_delay(attempts: int) -> timedelta:
     """1, 2, 4 ... minutes, at most an hour."""
     delay: timedelta = FIRST_RETRY * (2 ** max(attempts - 1, 0))
     return min(delay, MAX_RETRY)
+
+
+class _Feed:
+    """Due rows for the lanes, in id order, read a batch at a time (SQLite: one sender)."""
+
+    def __init__(self, sender: OutboxSender) -> None:
+        self.sender = sender
+        self.lock = threading.Lock()
+        self.rows: deque[DueMail] = deque()
+        self.after = 0
+        self.done = False
+
+    def take(self, _store: object = None) -> DueMail | None:
+        with self.lock:
+            if not self.rows and not self.done:
+                with self.sender.uow() as store:
+                    batch = store.due(self.sender.clock(), self.sender.batch_size, self.after)
+                if not batch:
+                    self.done = True
+                else:
+                    self.after = batch[-1].id
+                    self.rows.extend(batch)
+            return self.rows.popleft() if self.rows else None
 
 
 class OutboxSender:
@@ -83,13 +122,15 @@ class OutboxSender:
         clock: Clock,
         give_up_after: timedelta,
         batch_size: int = 100,
+        connections: int = 4,
     ) -> None:
         self.uow = uow
         self.transport = transport
         self.clock = clock
         self.give_up_after = give_up_after
         self.batch_size = batch_size
-        self._lock = threading.Lock()  # the daemon loop and the scheduler both call in
+        self.connections = connections
+        self._lock = threading.Lock()  # one send_due at a time; the others only raise _again
         self._again = False
         # Whether this process may send now (it owns the mailbox); checked before each row.
         self.allowed: Callable[[], bool] = lambda: True
@@ -102,98 +143,124 @@ class OutboxSender:
         return self._row_locks
 
     def send_due(self) -> SendStats:
-        """Send every row that is due now; returns what happened.
+        """Send every row that is due now, over up to `connections` connections at once.
 
-        The daemon loop and the scheduler both call this; one sends while the other only
-        raises `_again`, which makes the sender look once more before it stops.
+        Whoever calls while a send is running only raises `_again`, which makes the running
+        sender look once more before it stops; nothing due is left behind.
         """
         stats = SendStats()
         self._again = True
         while self._again and self._lock.acquire(blocking=False):
             try:
                 self._again = False
-                if self._uses_row_locks():
-                    while self.allowed() and self._send_claimed(stats):
-                        pass
-                    continue
-                while self.allowed():
-                    with self.uow() as store:
-                        batch = store.due(self.clock(), self.batch_size)
-                    if not batch or not self._send_batch(batch, stats):
-                        break
+                while self.allowed() and self._round(stats):
+                    pass
             finally:
                 self._lock.release()
         return stats
 
-    def _send_claimed(self, stats: SendStats) -> bool:
-        """Up to batch_size rows over one connection, each locked from pick to marked sent.
+    @contextmanager
+    def background(self) -> Iterator[Callable[[], None]]:
+        """Send while the caller works: yields a wake() to call when rows were committed.
 
-        Each row is claimed (FOR UPDATE SKIP LOCKED), sent and marked in one transaction:
-        another instance skips it meanwhile, and a crash repeats at most this one row.
-        False when nothing was due or the server could not be reached.
+        On exit the background sender finishes what it started (rows in flight are marked)
+        and stops; the caller's own send_due() then finds whatever is left.
         """
+        wake = threading.Event()
+        stop = threading.Event()
+
+        def pump() -> None:
+            while not stop.is_set():
+                wake.wait(1.0)
+                wake.clear()
+                if stop.is_set():
+                    return
+                try:
+                    self.send_due()
+                except Exception:  # one bad round never stops the desk; the next retries
+                    log.exception("outbox (background) failed")
+
+        thread = threading.Thread(target=pump, name="outbox", daemon=True)
+        thread.start()
+        try:
+            yield wake.set
+        finally:
+            stop.set()
+            wake.set()
+            thread.join()
+
+    def _round(self, stats: SendStats) -> bool:
+        """One round of lanes over what is due; True when another round may find more."""
         with self.uow() as store:  # nothing due: no SMTP connection at all
             if not store.due(self.clock(), 1):
                 return False
-        sent = 0
+        take: Callable[[OutboxStore], DueMail | None] = self._claim
+        if not self._uses_row_locks():
+            feed = _Feed(self)
+            take = feed.take
+
+        failures: list[SendError] = []
+        progress = [0]
+        lanes = [
+            threading.Thread(
+                target=self._lane, args=(take, stats, failures, progress), name=f"smtp-{n}"
+            )
+            for n in range(max(1, self.connections))
+        ]
+        for lane in lanes:
+            lane.start()
+        for lane in lanes:
+            lane.join()
+        if len(failures) == len(lanes):  # no connection at all: every due row waits
+            log.warning("outbox: %s; due messages wait for their retry", failures[0])
+            self._postpone_all(failures[0], stats)
+            return False
+        return progress[0] > 0 and self.allowed()
+
+    def _claim(self, store: OutboxStore) -> DueMail | None:
+        return store.claim(self.clock())
+
+    def _lane(
+        self,
+        take: Callable[[OutboxStore], DueMail | None],
+        stats: SendStats,
+        failures: list[SendError],
+        progress: list[int],
+    ) -> None:
+        """One connection: take a row, send it, mark it, until nothing is left."""
         try:
             with self.transport.session() as session:
-                while sent < self.batch_size and self.allowed():
+                while self.allowed():
                     with self.uow() as store:
-                        item = store.claim(self.clock())
+                        item = take(store)
                         if item is None:
-                            return False
+                            return
                         try:
                             session.send(item.sender, item.recipients, item.raw)
                         except SendError as exc:
                             self._record_failure(store, item, exc, stats)
                         else:
                             store.mark_sent(item.id, self.clock())
-                            stats.sent += 1
+                            stats.count("sent")
                         store.commit()
-                        sent += 1
-        except SendError as exc:  # no connection: every due row waits for its retry
-            log.warning("outbox: %s; due messages wait for their retry", exc)
-            self._postpone_all(exc, stats)
-            return False
-        return sent >= self.batch_size
+                        progress[0] += 1
+        except SendError as exc:  # could not connect
+            failures.append(exc)
 
     def _postpone_all(self, exc: SendError, stats: SendStats) -> None:
-        while True:
+        if self._uses_row_locks():
+            while True:
+                with self.uow() as store:
+                    item = store.claim(self.clock())
+                    if item is None:
+                        return
+                    self._record_failure(store, item, exc, stats, quiet=True)
+                    store.commit()
+        feed = _Feed(self)
+        while (item := feed.take()) is not None:
             with self.uow() as store:
-                item = store.claim(self.clock())
-                if item is None:
-                    return
                 self._record_failure(store, item, exc, stats, quiet=True)
                 store.commit()
-
-    def _send_batch(self, batch: list[DueMail], stats: SendStats) -> bool:
-        """False when the server could not be reached (the rest waits for the retry)."""
-        pending = list(batch)
-        try:
-            with self.transport.session() as session:
-                while pending:
-                    item = pending.pop(0)
-                    try:
-                        session.send(item.sender, item.recipients, item.raw)
-                    except SendError as exc:  # this message only; go on with the next
-                        self._failed(item, exc, stats)
-                        continue
-                    with self.uow() as store:
-                        store.mark_sent(item.id, self.clock())
-                        store.commit()
-                    stats.sent += 1
-        except SendError as exc:  # no connection: every unsent row waits for its retry
-            log.warning("outbox: %s; %d message(s) wait for their retry", exc, len(pending))
-            for item in pending:
-                self._failed(item, exc, stats, quiet=True)
-            return False
-        return len(batch) == self.batch_size
-
-    def _failed(self, item: DueMail, exc: SendError, stats: SendStats, quiet: bool = False) -> None:
-        with self.uow() as store:
-            self._record_failure(store, item, exc, stats, quiet)
-            store.commit()
 
     def _record_failure(
         self,
@@ -209,7 +276,7 @@ class OutboxSender:
             why = "permanent" if exc.permanent else "gave up after retries"
             log.error("outbox %d to %s failed (%s): %s", item.id, item.recipients, why, exc)
             store.mark_failed(item.id, attempts, f"{why}: {exc}", now)
-            stats.failed += 1
+            stats.count("failed")
         else:
             at = now + retry_delay(attempts)
             log.log(
@@ -221,4 +288,4 @@ class OutboxSender:
                 at.isoformat(timespec="seconds"),
             )
             store.mark_retry(item.id, attempts, at, str(exc))
-            stats.retried += 1
+            stats.count("retried")

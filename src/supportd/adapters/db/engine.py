@@ -11,7 +11,7 @@ from sqlalchemy.exc import ArgumentError
 from supportd.errors import ConfigError
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, synchronous: str = "FULL") -> Engine:
     """An Engine for `url`; SQLite gets WAL, FULL sync and working SAVEPOINTs."""
     try:
         parsed = make_url(url)
@@ -19,7 +19,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         raise ConfigError(f"database.url: not a database URL: {exc}") from None
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, echo=echo, connect_args={"timeout": 30})
-        _sqlite_setup(engine)
+        _sqlite_setup(engine, synchronous)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -29,7 +29,22 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         raise ConfigError(f"database.url: cannot use {parsed.drivername!r}: {exc}") from None
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def outbox_engine(engine: Engine) -> Engine:
+    """The engine the outbox sender marks rows with.
+
+    On SQLite, a sibling engine with synchronous=NORMAL: in WAL mode a commit still reaches
+    the log before it returns, so a crash of supportd (kill -9) never forgets a mark; only
+    an OS crash or power loss can forget marks made since the last FULL commit (the next
+    ingest batch fsyncs the log, and every mark before it), and those rows go out once
+    more. It spares an fsync per sent row, which was 5 of 36 s of a 10,000-mail backlog.
+    Other databases share the engine (PostgreSQL marks with synchronous_commit off).
+    """
+    if engine.dialect.name != "sqlite":
+        return engine
+    return make_engine(engine.url.render_as_string(hide_password=False), synchronous="NORMAL")
+
+
+def _sqlite_setup(engine: Engine, synchronous: str = "FULL") -> None:
     # pysqlite's own transaction handling breaks SAVEPOINT; take it over (SQLAlchemy recipe).
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -37,8 +52,8 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         # FULL: a commit survives power loss, so the cursor never claims a lost message.
-        # One commit per FETCH batch keeps the fsync cost small.
-        cursor.execute("PRAGMA synchronous=FULL")
+        # One commit per FETCH batch keeps the fsync cost small. (NORMAL: outbox_engine.)
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
