@@ -115,10 +115,12 @@ def seed(dovecot: Dovecot, n: int, rng: random.Random) -> tuple[object, int]:
     return account, total
 
 
-def tree_rss_kib(pid: int) -> int:
-    """Resident memory of a process and its children, from /proc (KiB)."""
+def tree_rss_kib(pid: int, cpu: dict[int, tuple[str, float]] | None = None) -> int:
+    """Resident memory of a process and its children, from /proc (KiB); with `cpu`, also
+    records each process's name and CPU seconds so far."""
     total = 0
     pids = [pid]
+    tick = os.sysconf("SC_CLK_TCK")
     while pids:
         current = pids.pop()
         try:
@@ -126,11 +128,22 @@ def tree_rss_kib(pid: int) -> int:
             total += int(
                 next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
             )
+            if cpu is not None:
+                stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = Path(f"/proc/{current}/cmdline").read_bytes().split(b"\0")
+                name = " ".join(a.decode()[-40:] for a in cmdline[1:4])
+                cpu[current] = (name, (int(stat[11]) + int(stat[12])) / tick)
             for task in Path(f"/proc/{current}/task").iterdir():
                 pids.extend(int(c) for c in (task / "children").read_text().split())
         except (OSError, StopIteration, ValueError):
             continue
     return total
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -266,9 +279,12 @@ def main() -> None:
             text=True,
         )
         peak_tree = 0
+        per_process: dict[int, tuple[str, float]] = {}
+        machine_before = busy_seconds()
         while proc.poll() is None:
-            peak_tree = max(peak_tree, tree_rss_kib(proc.pid))
+            peak_tree = max(peak_tree, tree_rss_kib(proc.pid, per_process))
             time.sleep(0.05)
+        machine_busy = busy_seconds() - machine_before
         elapsed = time.monotonic() - started
         stdout, stderr = proc.communicate()
         result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
@@ -303,6 +319,12 @@ def main() -> None:
         print(
             f"CPU time of supportd and its parse worker: {cpu:.1f} s in {elapsed:.1f} s wall "
             f"({cpu / elapsed:.2f} of the 2 cores; Dovecot uses the rest)"
+        )
+        for pid, (name, seconds) in sorted(per_process.items()):
+            print(f"  CPU {seconds:5.1f} s  pid {pid} {name}")
+        print(
+            f"machine busy {machine_busy:.1f} CPU-s of {2 * elapsed:.1f} "
+            f"(supportd {cpu:.1f}; the rest is Dovecot, the SMTP sink, this script)"
         )
         print(
             f"peak RSS: largest single process {peak_kib / 1024:.0f} MiB; "

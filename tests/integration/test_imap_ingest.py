@@ -154,21 +154,21 @@ def test_bad_message_is_quarantined_and_the_rest_goes_on(
     poison = make_mail(subject="POISON", message_id="<p@x.example>")
     append(dovecot, account, QUESTION, poison, FOLLOW_UP)
     desk = make_desk(sqlite_url, dovecot, account)
-    real_add = type(desk.ingestor).file_message
+    real_add = type(desk.ingestor.filer).file
 
     def failing(self, plan, fetched, mail, key):  # type: ignore[no-untyped-def]
         if mail.subject == "POISON":
             raise RuntimeError("simulated processing failure")
         return real_add(self, plan, fetched, mail, key)
 
-    monkeypatch.setattr(type(desk.ingestor), "file_message", failing)
+    monkeypatch.setattr(type(desk.ingestor.filer), "file", failing)
     stats = run_once(desk)
     assert (stats.stored, stats.quarantined) == (2, 1)
     from supportd.adapters.db.views import list_quarantine
 
     [item] = list_quarantine(desk.engine)
     assert "simulated processing failure" in item["error"] and item["uid"] == 2
-    monkeypatch.setattr(type(desk.ingestor), "file_message", real_add)
+    monkeypatch.setattr(type(desk.ingestor.filer), "file", real_add)
     row_id = desk.ingestor.replay(item["id"])
     with desk.engine.connect() as conn:
         assert (

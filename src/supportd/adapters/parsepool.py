@@ -43,8 +43,9 @@ def parse_serial(
     for raw in raws:
         try:
             mail = mailparse.parse(raw)
-            if not automatic_reason(mail):  # robots open no ticket worth a category
-                mail = replace(mail, category=decide(mail.subject, mail.text))
+            robot = automatic_reason(mail)  # judged once, here, on the second core
+            category = "" if robot else decide(mail.subject, mail.text)  # robots need none
+            mail = replace(mail, automatic=robot, category=category)
             results.append(mail)
         except Exception as exc:
             results.append(ParseFailure(f"{type(exc).__name__}: {exc}"))

@@ -51,6 +51,7 @@ class ReplyFacts:
     suppressed_until: datetime | None
     now: datetime
     enabled: bool = True
+    automatic: str | None = None  # the robot verdict when the caller has it (None: judge)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class ReplyDecision:
 
 def decide_acknowledgement(mail: ParsedMail, facts: ReplyFacts) -> ReplyDecision:
     """Send an acknowledgement only to a person who opened a new ticket, within limits."""
-    robot = automatic_reason(mail)
+    robot = automatic_reason(mail) if facts.automatic is None else facts.automatic
     if robot:
         return ReplyDecision(False, robot)
     if issued_by_us(mail.message_id, facts.secret):

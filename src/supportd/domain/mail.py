@@ -51,6 +51,7 @@ class ParsedMail:
     # Filled where the mail is parsed (the parse worker, on the second core):
     body_digest: str = ""  # see body_digest()
     category: str = ""  # see domain.classify; "" = not classified yet
+    automatic: str | None = None  # domain.robots.automatic_reason; None = not judged yet
     # Where the mail was delivered (Delivered-To, X-Original-To), for reply tokens.
     delivered_to: tuple[str, ...] = ()
     # Authentication-Results header values, top (newest) first.

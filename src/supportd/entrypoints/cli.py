@@ -80,9 +80,10 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_context
 def run(ctx: click.Context, once: bool) -> None:
     """Run the desk in the foreground."""
-    from supportd.entrypoints.daemon import Runner
+    from supportd.entrypoints.daemon import Runner, limit_malloc_arenas
     from supportd.errors import NotOwnerError
 
+    limit_malloc_arenas()  # before the first thread
     desk = _desk(ctx)
     runner = Runner(desk)
     runner.install_signal_handlers()

@@ -14,20 +14,7 @@ from datetime import datetime
 from supportd.domain.mail import FetchedMail, ParsedMail
 from supportd.domain.team import ThreadHead, TicketState
 from supportd.services.ports import TicketStore
-
-
-@dataclass
-class NewTicket:
-    placeholder: int
-    subject: str
-    requester: str
-    requester_name: str
-    created_at: datetime
-    category: str = "other"
-    due: datetime | None = None
-    message_count: int = 0
-    continues: int | None = None
-
+from supportd.services.records import IncomingMessage, NewTicket, OutgoingCopy, QueuedMail
 
 # Builds an outgoing mail once its ticket number and Message-ID are known:
 # (ticket number, Message-ID) -> (subject, text, raw bytes).
@@ -41,17 +28,6 @@ class Outgoing:
     sender: str
     recipient: str
     build: Build
-
-
-# Every new ticket's row has these columns, so the tickets go in one executemany.
-NEW_TICKET_CLOCK: dict[str, object] = {
-    "clock_started_at": None,
-    "clock_first": True,
-    "clock_paused": 0.0,
-    "clock_paused_since": None,
-    "next_response_due": None,
-    "next_event_at": None,
-}
 
 
 @dataclass
@@ -76,7 +52,7 @@ class ChunkPlan:
     message_id_for: Callable[[int], str]
     new_tickets: list[NewTicket] = field(default_factory=list)
     touched: dict[int, Touch] = field(default_factory=dict)
-    messages: list[dict[str, object]] = field(default_factory=list)
+    messages: list[IncomingMessage] = field(default_factory=list)
     duplicates: list[tuple[int | str, FetchedMail]] = field(default_factory=list)
     participants: list[tuple[int, str, str]] = field(default_factory=list)
     batch_keys: dict[str, int] = field(default_factory=dict)
@@ -173,15 +149,14 @@ class ChunkPlan:
     def thread_head(self, ticket: int) -> ThreadHead:
         """The latest trusted customer message of the ticket: answers are threaded to it."""
         people = self.members(ticket)
-        for row in reversed(self.messages):
+        for m in reversed(self.messages):
             if (
-                row["ticket_number"] == ticket
-                and row["kind"] == "customer"
-                and not row.get("untrusted")
-                and row["from_addr"] in people
+                m.ticket == ticket
+                and m.kind == "customer"
+                and not m.untrusted
+                and m.sender in people
             ):
-                refs = str(row["references"]).split()
-                return ThreadHead(row["message_id"], tuple(refs))  # type: ignore[arg-type]
+                return ThreadHead(m.mail.message_id, m.mail.references)
         found = self.store.latest_customer_message(ticket) if ticket > 0 else None
         return ThreadHead(*found) if found else ThreadHead(None, ())
 
@@ -221,19 +196,12 @@ class ChunkPlan:
             )
             known.add(address)
 
-    def add_message(
-        self,
-        ticket: int,
-        row: dict[str, object],
-        mail: ParsedMail,
-        key: str,
-        reopen: bool,
-        counted: bool = True,
-    ) -> None:
+    def add_message(self, message: IncomingMessage, reopen: bool, counted: bool = True) -> None:
         """Queue a stored message; `counted` ones add to the ticket's message_count (the
         customers' mail; the team's replies and notes do not)."""
-        self.batch_keys[key] = len(self.messages)
-        self.messages.append({**row, "ticket_number": ticket})
+        ticket, mail = message.ticket, message.mail
+        self.batch_keys[message.dedup_key] = len(self.messages)
+        self.messages.append(message)
         if mail.message_id:
             self.ticket_of_id.setdefault(mail.message_id, ticket)
         parents = mail.thread_references()
@@ -256,32 +224,27 @@ class ChunkPlan:
 
     def flush(self, want_ids: bool = False) -> tuple[list[int], list[int]]:
         """Write the plan; returns the numbers of the tickets it opened and the message rows."""
-        numbers = self.store.insert_tickets([self._new_ticket_row(t) for t in self.new_tickets])
+        numbers = self.store.insert_tickets(
+            [(t, self._insert_changes(t.placeholder)) for t in self.new_tickets], self.now
+        )
 
         def real(ticket: int) -> int:
             return numbers[-ticket - 1] if ticket < 0 else ticket
 
-        for row in self.messages:
-            row["ticket_number"] = real(row["ticket_number"])  # type: ignore[arg-type]
+        for message in self.messages:
+            message.ticket = real(message.ticket)
         # Row ids are needed only to link duplicates of this chunk's messages (and replays).
         need_ids = want_ids or any(isinstance(ref, str) for ref, _ in self.duplicates)
         row_ids = self.store.insert_messages(self.messages, returning=need_ids)
-        self.store.insert_participants(
-            [{"ticket_number": real(t), "address": a, "role": r} for t, a, r in self.participants]
-        )
+        self.store.insert_participants([(real(t), a, r) for t, a, r in self.participants])
         self.store.insert_duplicates(
             [
-                {
-                    "message_row_id": row_ids[self.batch_keys[ref]]
-                    if isinstance(ref, str)
-                    else ref,
-                    "mailbox": self.mailbox,
-                    "uidvalidity": self.uidvalidity,
-                    "uid": fetched.uid,
-                    "created_at": self.now,
-                }
+                (row_ids[self.batch_keys[ref]] if isinstance(ref, str) else ref, fetched.uid)
                 for ref, fetched in self.duplicates
-            ]
+            ],
+            self.mailbox,
+            self.uidvalidity,
+            self.now,
         )
         self.store.touch_tickets(
             [(number, t.count, t.reopen) for number, t in self.touched.items()], self.now
@@ -296,28 +259,13 @@ class ChunkPlan:
         self._flush_outgoing(real)
         return numbers, row_ids
 
-    def _new_ticket_row(self, t: NewTicket) -> dict[str, object]:
-        """A new ticket's row, with the clock columns its messages set (in the INSERT, not
-        in an UPDATE per ticket afterwards)."""
-        row: dict[str, object] = {
-            "subject": t.subject,
-            "requester": t.requester,
-            "requester_name": t.requester_name,
-            "status": "open",
-            "category": t.category,
-            "category_predicted": t.category,
-            "first_response_due": t.due,
-            "created_at": t.created_at,
-            "updated_at": max(t.created_at, self.now),
-            "escalation_level": 0,
-            "message_count": t.message_count,
-            "continues": t.continues,
-            **NEW_TICKET_CLOCK,
-        }
-        changes = self.changes.get(t.placeholder, {})
-        if set(changes) <= row.keys():
-            row.update(self.changes.pop(t.placeholder, {}))
-        return row
+    def _insert_changes(self, placeholder: int) -> dict[str, object]:
+        """A new ticket's changes that its INSERT can carry (the clock's, say), instead of
+        an UPDATE per ticket afterwards; the rest stay for update_tickets."""
+        changes = self.changes.get(placeholder, {})
+        if set(changes) <= self.store.new_ticket_columns:
+            return self.changes.pop(placeholder, {})
+        return {}
 
     def _flush_outgoing(self, real: Callable[[int], int]) -> None:
         """Outbox rows and their copies on the ticket, in the ticket change's transaction."""
@@ -325,59 +273,36 @@ class ChunkPlan:
             return
         ids = self.store.insert_outbox(
             [
-                {
-                    "ticket_number": None if o.ticket is None else real(o.ticket),
-                    "kind": o.kind,
-                    "sender": o.sender,
-                    "recipients": o.recipient,
-                    "raw": b"",
-                    "status": "pending",
-                    "attempts": 0,
-                    "next_attempt_at": self.now,
-                    "last_error": "",
-                    "created_at": self.now,
-                }
+                QueuedMail(
+                    None if o.ticket is None else real(o.ticket),
+                    o.kind,
+                    o.sender,
+                    o.recipient,
+                    self.now,
+                )
                 for o in self.outgoing
             ]
         )
         finished: list[tuple[int, str, bytes]] = []
-        copies: list[dict[str, object]] = []
+        copies: list[OutgoingCopy] = []
         for row_id, o in zip(ids, self.outgoing, strict=True):
             message_id = self.message_id_for(row_id)
             number = 0 if o.ticket is None else real(o.ticket)
             subject, text, raw = o.build(number, message_id)
             finished.append((row_id, message_id, raw))
-            if o.ticket is None:
-                continue
-            copies.append(
-                {
-                    "ticket_number": number,
-                    "direction": "out",
-                    "kind": o.kind,
-                    "from_addr": o.sender,
-                    "from_name": "",
-                    "to_addrs": o.recipient,
-                    "cc_addrs": "",
-                    "subject": subject,
-                    "message_id": message_id,
-                    "in_reply_to": "",
-                    "parent_message_id": None,
-                    "references": "",
-                    "date": self.now,
-                    "header_date": "",
-                    "text": text,
-                    "mailbox": None,
-                    "uidvalidity": None,
-                    "uid": None,
-                    "dedup_key": None,
-                    "automatic": "",
-                    "reply_decision": "",
-                    "defects": "",
-                    "size": len(raw),
-                    "raw": raw,
-                    "created_at": self.now,
-                }
-            )
+            if o.ticket is not None:
+                copies.append(
+                    OutgoingCopy(
+                        number,
+                        o.kind,
+                        o.sender,
+                        o.recipient,
+                        subject,
+                        text,
+                        message_id,
+                        len(raw),
+                        self.now,
+                    )
+                )
         self.store.finish_outbox(finished)
-        if copies:
-            self.store.insert_messages(copies, returning=False)
+        self.store.insert_copies(copies)

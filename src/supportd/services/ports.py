@@ -11,6 +11,7 @@ from typing import Protocol
 from supportd.domain.acknowledgement import AckContext
 from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
 from supportd.domain.team import TicketState
+from supportd.services.records import IncomingMessage, NewTicket, OutgoingCopy, QueuedMail
 
 __all__ = ["Composer", "Cursor", "FetchedMail", "MailSource", "TicketStore", "UnitOfWorkFactory"]
 
@@ -91,17 +92,29 @@ class TicketStore(Protocol):
     def update_tickets(self, changes: Sequence[tuple[int, Mapping[str, object]]]) -> None:
         """Set columns per ticket; first_responded_at only where it is still empty."""
 
-    def insert_tickets(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
-        """Insert tickets; their numbers, in the order given."""
+    @property
+    def new_ticket_columns(self) -> frozenset[str]:
+        """Ticket fields a new ticket's insert can set along with it."""
+
+    def insert_tickets(
+        self, tickets: Sequence[tuple[NewTicket, Mapping[str, object]]], now: datetime
+    ) -> list[int]:
+        """Insert tickets (each with extra field values); their numbers, in order."""
 
     def insert_messages(
-        self, rows: Sequence[Mapping[str, object]], returning: bool = True
+        self, messages: Sequence[IncomingMessage], returning: bool = True
     ) -> list[int]:
-        """Insert message rows; their ids in the order given ([] without `returning`)."""
+        """Store incoming messages; their ids in the order given ([] without `returning`)."""
 
-    def insert_participants(self, rows: Sequence[Mapping[str, object]]) -> None: ...
+    def insert_copies(self, copies: Sequence[OutgoingCopy]) -> None: ...
 
-    def insert_duplicates(self, rows: Sequence[Mapping[str, object]]) -> None: ...
+    def insert_participants(self, rows: Sequence[tuple[int, str, str]]) -> None:
+        """(ticket, address, role) rows."""
+
+    def insert_duplicates(
+        self, rows: Sequence[tuple[int, int]], mailbox: str, uidvalidity: int, now: datetime
+    ) -> None:
+        """(stored message row, UID of the repeated delivery) rows."""
 
     def touch_tickets(self, changes: Sequence[tuple[int, int, bool]], now: datetime) -> None:
         """For (ticket, new messages, reopen): bump the count and updated_at, reopen if asked."""
@@ -113,7 +126,7 @@ class TicketStore(Protocol):
     def add_suppressions(self, rows: Sequence[tuple[str, datetime, str]], now: datetime) -> None:
         """(address, until, reason): no automatic mail to these addresses until then."""
 
-    def insert_outbox(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
+    def insert_outbox(self, mails: Sequence[QueuedMail]) -> list[int]:
         """Queue outgoing mail; the rows' ids, in order."""
 
     def finish_outbox(self, rows: Sequence[tuple[int, str, bytes]]) -> None:

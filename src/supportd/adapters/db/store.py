@@ -24,9 +24,10 @@ from supportd.adapters.db.models import (
     Suppression,
     Ticket,
 )
-from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
+from supportd.domain.mail import Address, Cursor, FetchedMail, QuarantinedMail
 from supportd.domain.team import TicketState
 from supportd.errors import FencedError
+from supportd.services.records import IncomingMessage, NewTicket, OutgoingCopy, QueuedMail
 
 _tickets = cast(Table, Ticket.__table__)
 _messages = cast(Table, MessageRow.__table__)
@@ -311,30 +312,63 @@ class SqlTicketStore:
             if values or responded is not None:
                 self.conn.execute(statement)
 
-    def insert_tickets(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
-        if not rows:
+    @property
+    def new_ticket_columns(self) -> frozenset[str]:
+        return NEW_TICKET_COLUMNS
+
+    def insert_tickets(
+        self, tickets: Sequence[tuple[NewTicket, Mapping[str, object]]], now: datetime
+    ) -> list[int]:
+        """New tickets, each with the column values its chunk set (the clock's, say), in
+        one statement; returns their numbers in order."""
+        if not tickets:
             return []
-        result = self.conn.execute(_INSERT_TICKETS, list(rows))
+        rows = [{**_ticket_row(t, now), **dict(extra)} for t, extra in tickets]
+        result = self.conn.execute(_INSERT_TICKETS, rows)
         return [int(n) for n in result.scalars()]
 
     def insert_messages(
-        self, rows: Sequence[Mapping[str, object]], returning: bool = True
+        self, messages: Sequence[IncomingMessage], returning: bool = True
     ) -> list[int]:
-        if not rows:
+        if not messages:
             return []
+        rows = [_incoming_row(m) for m in messages]
         if not returning:  # plain executemany: much cheaper than RETURNING in bulk
-            self.conn.execute(insert(_messages), list(rows))
+            self.conn.execute(insert(_messages), rows)
             return []
-        result = self.conn.execute(_INSERT_MESSAGES, list(rows))
+        result = self.conn.execute(_INSERT_MESSAGES, rows)
         return [int(n) for n in result.scalars()]
 
-    def insert_participants(self, rows: Sequence[Mapping[str, object]]) -> None:
-        if rows:
-            self.conn.execute(insert(_participants), list(rows))
+    def insert_copies(self, copies: Sequence[OutgoingCopy]) -> None:
+        if copies:
+            self.conn.execute(insert(_messages), [_copy_row(c) for c in copies])
 
-    def insert_duplicates(self, rows: Sequence[Mapping[str, object]]) -> None:
+    def insert_participants(self, rows: Sequence[tuple[int, str, str]]) -> None:
+        """(ticket, address, role) rows."""
         if rows:
-            self.conn.execute(insert(_duplicates), list(rows))
+            self.conn.execute(
+                insert(_participants),
+                [{"ticket_number": t, "address": a, "role": r} for t, a, r in rows],
+            )
+
+    def insert_duplicates(
+        self, rows: Sequence[tuple[int, int]], mailbox: str, uidvalidity: int, now: datetime
+    ) -> None:
+        """(stored message row, UID of the repeated delivery) rows."""
+        if rows:
+            self.conn.execute(
+                insert(_duplicates),
+                [
+                    {
+                        "message_row_id": row_id,
+                        "mailbox": mailbox,
+                        "uidvalidity": uidvalidity,
+                        "uid": uid,
+                        "created_at": now,
+                    }
+                    for row_id, uid in rows
+                ],
+            )
 
     def touch_tickets(self, changes: Sequence[tuple[int, int, bool]], now: datetime) -> None:
         for reopen, statement in ((True, _REOPEN_TICKET), (False, _TOUCH_TICKET)):
@@ -367,10 +401,25 @@ class SqlTicketStore:
             ],
         )
 
-    def insert_outbox(self, rows: Sequence[Mapping[str, object]]) -> list[int]:
-        if not rows:
+    def insert_outbox(self, mails: Sequence[QueuedMail]) -> list[int]:
+        if not mails:
             return []
-        return [int(n) for n in self.conn.execute(_INSERT_OUTBOX, list(rows)).scalars()]
+        rows = [
+            {
+                "ticket_number": m.ticket,
+                "kind": m.kind,
+                "sender": m.sender,
+                "recipients": m.recipient,
+                "raw": b"",
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": m.queued_at,
+                "last_error": "",
+                "created_at": m.queued_at,
+            }
+            for m in mails
+        ]
+        return [int(n) for n in self.conn.execute(_INSERT_OUTBOX, rows).scalars()]
 
     def finish_outbox(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
         if rows:
@@ -426,6 +475,119 @@ class SqlTicketStore:
 
     def commit(self) -> None:
         self.conn.commit()
+
+
+def _addresses(addresses: tuple[Address, ...]) -> str:
+    return ", ".join(str(a) for a in addresses)
+
+
+# Every new ticket's row has these columns, so the tickets go in one executemany.
+_NEW_TICKET_CLOCK: dict[str, object] = {
+    "clock_started_at": None,
+    "clock_first": True,
+    "clock_paused": 0.0,
+    "clock_paused_since": None,
+    "next_response_due": None,
+    "next_event_at": None,
+}
+
+
+def _ticket_row(t: NewTicket, now: datetime) -> dict[str, object]:
+    return {
+        "subject": t.subject,
+        "requester": t.requester,
+        "requester_name": t.requester_name,
+        "status": "open",
+        "category": t.category,
+        "category_predicted": t.category,
+        "first_response_due": t.due,
+        "created_at": t.created_at,
+        "updated_at": max(t.created_at, now),
+        "escalation_level": 0,
+        "message_count": t.message_count,
+        "continues": t.continues,
+        **_NEW_TICKET_CLOCK,
+    }
+
+
+# What a new ticket's INSERT carries: a chunk's changes to only these fit in it.
+NEW_TICKET_COLUMNS = frozenset(_NEW_TICKET_CLOCK) | {
+    "subject",
+    "requester",
+    "requester_name",
+    "status",
+    "category",
+    "category_predicted",
+    "first_response_due",
+    "created_at",
+    "updated_at",
+    "escalation_level",
+    "message_count",
+    "continues",
+}
+
+
+def _incoming_row(m: IncomingMessage) -> dict[str, object]:
+    mail, fetched = m.mail, m.fetched
+    return {
+        "ticket_number": m.ticket,
+        "direction": m.direction,
+        "kind": m.kind,
+        "from_addr": mail.sender.email if mail.sender else "",
+        "from_name": mail.sender.name if mail.sender else "",
+        "to_addrs": _addresses(mail.to),
+        "cc_addrs": _addresses(mail.cc),
+        "subject": mail.subject,
+        "message_id": mail.message_id,
+        "in_reply_to": " ".join(mail.in_reply_to),
+        "parent_message_id": next(iter(mail.thread_references()), None),
+        "references": " ".join(mail.references),
+        "date": fetched.internaldate,
+        "header_date": mail.date_header,
+        "text": mail.text if m.text is None else m.text,
+        "mailbox": m.mailbox,
+        "uidvalidity": m.uidvalidity,
+        "uid": fetched.uid,
+        "dedup_key": m.dedup_key,
+        "automatic": m.automatic[:200],
+        "reply_decision": m.reply_decision,
+        "defects": " ".join(mail.defects)[:2000],
+        "size": len(fetched.raw),
+        "raw": fetched.raw,
+        "created_at": m.stored_at,
+        "untrusted": m.untrusted,
+    }
+
+
+def _copy_row(c: OutgoingCopy) -> dict[str, object]:
+    return {
+        "ticket_number": c.ticket,
+        "direction": "out",
+        "kind": c.kind,
+        "from_addr": c.sender,
+        "from_name": "",
+        "to_addrs": c.recipient,
+        "cc_addrs": "",
+        "subject": c.subject,
+        "message_id": c.message_id,
+        "in_reply_to": "",
+        "parent_message_id": None,
+        "references": "",
+        "date": c.created_at,
+        "header_date": "",
+        "text": c.text,
+        "mailbox": None,
+        "uidvalidity": None,
+        "uid": None,
+        "dedup_key": None,
+        "automatic": "",
+        "reply_decision": "",
+        "defects": "",
+        "size": c.size,
+        "raw": b"",  # the bytes sent are the outbox row's; one copy is enough
+        "created_at": c.created_at,
+        "untrusted": "",
+    }
 
 
 T = TypeVar("T")

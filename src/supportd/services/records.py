@@ -1,0 +1,74 @@
+"""What the desk writes, in its own words: the database adapter maps these to columns.
+
+Services build these records and never name a column; adapters/db/store.py owns the
+mapping (issue 9: the 23-key row dictionaries used to live in the services).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from supportd.domain.mail import FetchedMail, ParsedMail
+
+
+@dataclass
+class NewTicket:
+    placeholder: int
+    subject: str
+    requester: str
+    requester_name: str
+    created_at: datetime
+    category: str = "other"
+    due: datetime | None = None
+    message_count: int = 0
+    continues: int | None = None
+
+
+@dataclass
+class IncomingMessage:
+    """A fetched message as stored on a ticket, with what the desk decided about it."""
+
+    ticket: int  # negative: a ticket this chunk opens (replaced at flush)
+    mail: ParsedMail
+    fetched: FetchedMail
+    kind: str  # customer, agent, note
+    automatic: str  # why it is automatic mail ("" for a person)
+    mailbox: str
+    uidvalidity: int
+    dedup_key: str
+    stored_at: datetime
+    direction: str = "in"
+    text: str | None = None  # None: the mail's own text
+    untrusted: str = ""  # why agent-looking mail was not trusted
+    reply_decision: str = ""
+
+    @property
+    def sender(self) -> str:
+        return self.mail.sender.email if self.mail.sender else ""
+
+
+@dataclass
+class OutgoingCopy:
+    """The ticket's copy of a mail the desk sends (the raw bytes live in the outbox)."""
+
+    ticket: int
+    kind: str
+    sender: str
+    recipient: str
+    subject: str
+    text: str
+    message_id: str
+    size: int
+    created_at: datetime
+
+
+@dataclass
+class QueuedMail:
+    """An outbox row before its mail is composed."""
+
+    ticket: int | None
+    kind: str
+    sender: str
+    recipient: str
+    queued_at: datetime
