@@ -282,7 +282,7 @@ def test_sigkill_during_escalations_sends_each_once(
 ) -> None:
     """200 tickets past their target; the daemon is killed at random moments while it
     ingests, scans and sends. Each ticket gets exactly one breach queued, and a mail can
-    repeat only for the item in flight at a kill."""
+    repeat only for the rows in flight at a kill (one per SMTP connection)."""
     import random
     import signal
 
@@ -350,5 +350,6 @@ def test_sigkill_during_escalations_sends_each_once(
     assert pending == 0
     mails = [s for s in escalations(smtp) if "SLA breached" in s]
     assert not [s for s in escalations(smtp) if "SLA warning" in s]  # only the breach
-    assert 200 <= len(mails) <= 200 + kills, f"seed {seed}: {len(mails)} breach mails"
+    # Repeats: at most the rows in flight at a kill, one per SMTP connection (4 by default).
+    assert 200 <= len(mails) <= 200 + 4 * kills, f"seed {seed}: {len(mails)} breach mails"
     assert len(set(mails)) == 200

@@ -336,7 +336,8 @@ def test_two_daemons_on_postgresql_with_kills_store_each_message_once(
     assert set(acks) == {f"user{n}@customer.example" for n in range(roots)}
     repeated = sum(n - 1 for n in acks.values())
     print(f"acknowledgements sent twice: {repeated} (kills: {kills})")
-    assert repeated <= kills  # at most the one item in flight at each kill
+    # At most the rows in flight at each kill: one per SMTP connection (smtp.connections).
+    assert repeated <= kills * 4
 
 
 def _outbox_idle(engine: Engine) -> bool:
