@@ -293,10 +293,12 @@ def main() -> None:
             raise SystemExit(1)
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         sent, sent_bytes = sink.stop()
-        with create_engine(db_url).connect() as conn:
+        counted = create_engine(db_url)
+        with counted.connect() as conn:
             states = dict(
                 conn.execute(text("SELECT status, count(*) FROM outbox GROUP BY status")).all()
             )
+        counted.dispose()
         unsent = sum(v for k, v in states.items() if k != "sent")
         print(
             f"SMTP sink received {sent} messages ({sent_bytes / max(sent, 1) / 1024:.1f} KiB "
