@@ -50,7 +50,7 @@ class Desk:
     outbox: OutboxSender
     parse_pool: ParsePool | None = None
     escalator: Escalator | None = None
-    sender_engine: Engine | None = None  # the outbox's own engine (SQLite), else None
+    sender_engine: Engine | None = None  # the outbox's own engine (db/engine.outbox_engine)
 
     def make_source(self) -> ImapSource:
         return build_source(self.settings)
@@ -63,7 +63,7 @@ class Desk:
         if self.parse_pool is not None:
             self.parse_pool.close()
         self.engine.dispose()
-        if self.sender_engine is not None and self.sender_engine is not self.engine:
+        if self.sender_engine is not None:
             self.sender_engine.dispose()
 
 

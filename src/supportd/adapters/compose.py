@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, formataddr
@@ -103,6 +104,39 @@ def defaults_dir() -> Path:
     if (packaged / "templates").is_dir():
         return packaged
     return Path(__file__).resolve().parents[3] / "config"
+
+
+def envelope(
+    body: mime.Part,
+    *,
+    sender: str,
+    to: str,
+    subject: str,
+    message_id: str,
+    in_reply_to: str | None,
+    references: Sequence[str],
+    auto: str,
+    cc: str = "",
+    reply_to: str = "",
+) -> bytes:
+    """Every mail the desk writes: its headers around `body`. Values from incoming mail are
+    cleaned to one line; `auto` is the Auto-Submitted value ("" for a person's words)."""
+    return mime.message(
+        [
+            ("From", sender),
+            ("To", to),
+            ("Cc", cc),
+            ("Reply-To", reply_to),
+            ("Subject", _header(subject)),
+            ("Date", format_datetime(datetime.now(UTC))),
+            ("Message-ID", message_id),
+            ("In-Reply-To", clean_header(in_reply_to) if in_reply_to else ""),
+            ("References", clean_header(" ".join(r for r in references if r))),
+            ("Auto-Submitted", auto),
+            ("X-Auto-Response-Suppress", "All" if auto else ""),
+        ],
+        body,
+    )
 
 
 @dataclass(frozen=True)
@@ -213,23 +247,15 @@ class Composer:
         body = mime.text("plain", text)
         if html is not None:
             body = mime.multipart("alternative", [body, mime.text("html", html)])
-        refs = clean_header(" ".join(r for r in ctx.references if r))
-        return mime.message(
-            [
-                (
-                    "From",
-                    formataddr((clean_header(self.support_name), self.support_address), "utf-8"),
-                ),
-                ("To", to),
-                ("Subject", _header(subject)),
-                ("Date", format_datetime(datetime.now(UTC))),
-                ("Message-ID", message_id),
-                ("In-Reply-To", clean_header(ctx.in_reply_to) if ctx.in_reply_to else ""),
-                ("References", refs),
-                ("Auto-Submitted", auto),
-                ("X-Auto-Response-Suppress", "All"),
-            ],
+        return envelope(
             body,
+            sender=formataddr((clean_header(self.support_name), self.support_address), "utf-8"),
+            to=to,
+            subject=subject,
+            message_id=message_id,
+            in_reply_to=ctx.in_reply_to,
+            references=ctx.references,
+            auto=auto,
         )
 
     def acknowledgement(self, ctx: AckContext, message_id: str) -> tuple[str, str, bytes]:

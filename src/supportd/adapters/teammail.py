@@ -11,12 +11,12 @@ import hmac
 import html as html_lib
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime, formataddr
+from datetime import datetime, timedelta
+from email.utils import formataddr
 
 from supportd.adapters import mime
 from supportd.adapters.authresults import parse_auth_headers
-from supportd.adapters.compose import Composer, _header
+from supportd.adapters.compose import Composer, envelope
 from supportd.adapters.mailparse import attachments as attachments_of
 from supportd.adapters.mailparse import bodies, clean_header
 from supportd.adapters.replytext import MARKER, new_words
@@ -116,21 +116,17 @@ class TeamComposer:
         reply_to: str = "",
         auto: bool = True,
     ) -> bytes:
-        return mime.message(
-            [
-                ("From", sender),
-                ("To", to),
-                ("Cc", cc),
-                ("Reply-To", reply_to),
-                ("Subject", _header(subject)),
-                ("Date", format_datetime(datetime.now(UTC))),
-                ("Message-ID", message_id),
-                ("In-Reply-To", clean_header(in_reply_to) if in_reply_to else ""),
-                ("References", clean_header(" ".join(r for r in references if r))),
-                ("Auto-Submitted", "auto-generated" if auto else ""),
-                ("X-Auto-Response-Suppress", "All" if auto else ""),
-            ],
+        return envelope(
             body,
+            sender=sender,
+            to=to,
+            subject=subject,
+            message_id=message_id,
+            in_reply_to=in_reply_to,
+            references=references,
+            auto="auto-generated" if auto else "",
+            cc=cc,
+            reply_to=reply_to,
         )
 
     def notification(

@@ -75,12 +75,6 @@ class SqlOutboxStore:
         self.conn.execute(update(_outbox).where(_outbox.c.id == row_id).values(**values))
 
     def mark_sent(self, row_id: int, now: datetime) -> None:
-        if self.conn.dialect.name == "postgresql":
-            # Durable against a crash of supportd at once (the commit reaches the server);
-            # only a crash of the database server itself within ~0.6 s of the commit could
-            # forget the mark, and then the row goes out once more. Spares a WAL flush per
-            # sent row. SQLite gets the same from synchronous=NORMAL (db/engine.py).
-            self.conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
         self._set(row_id, status="sent", sent_at=now, last_error="")
 
     def mark_retry(self, row_id: int, attempts: int, at: datetime, error: str) -> None:
