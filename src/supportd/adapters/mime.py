@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ from email.utils import encode_rfc2231
 
 CRLF = b"\r\n"
 _LINE = 76  # folded header lines aim at this length (RFC 5322 asks for 78 at most)
-_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 
 
 def boundary() -> str:
@@ -88,9 +86,7 @@ def text(subtype: str, content: str) -> Part:
 
 
 def _param(name: str, value: str) -> str:
-    if value.isascii() and _TOKEN.match(value):
-        return f"{name}={value}"
-    if value.isascii():
+    if value.isascii():  # always quoted: parsers read a bare ' as RFC 2231 syntax
         quoted = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'{name}="{quoted}"'
     return f"{name}*={encode_rfc2231(value, 'utf-8')}"
