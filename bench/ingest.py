@@ -215,6 +215,9 @@ def main() -> None:
     )
     parser.add_argument("--compare", action="store_true", help="also run the sequential pipeline")
     parser.add_argument("--profile", type=Path, help="write cProfile output of the main process")
+    parser.add_argument(
+        "--spy", type=Path, help="sample every thread with py-spy into this collapsed-stack file"
+    )
     args = parser.parse_args()
 
     dovecot = Dovecot()
@@ -269,6 +272,9 @@ def main() -> None:
                 "--config",
                 str(config),
             ]
+        if args.spy:
+            spy = [str(Path(sys.executable).with_name("py-spy")), "record", "-f", "raw"]
+            cmd = [*spy, "-r", "250", "--subprocesses", "-o", str(args.spy), "--", *cmd]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         proc = subprocess.Popen(

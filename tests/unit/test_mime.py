@@ -82,3 +82,16 @@ def test_a_header_value_with_a_line_break_is_refused() -> None:
 def test_empty_values_are_left_out() -> None:
     raw = mime.message([("Cc", ""), ("To", "a@example.com")], mime.text("plain", "x"))
     assert b"Cc:" not in raw and b"To: a@example.com\r\n" in raw
+
+
+def test_ascii_text_goes_as_it_is_and_the_rest_quoted_printable() -> None:
+    assert b"7bit" in mime.text("plain", "Hello,\nplain words.").headers[1].encode()
+    assert mime.text("plain", "Hello,\nplain words.").body == b"Hello,\r\nplain words.\r\n"
+    for content in ("caf\u00e9", "x" * 999, "nul\0byte"):
+        part = mime.text("plain", content)
+        assert part.headers[1].endswith("quoted-printable"), content
+        raw = mime.message([("Subject", "t")], part)
+        lines_ok(raw)
+        body = read(raw).get_body(("plain",))
+        assert body is not None
+        assert body.get_content().replace("\r\n", "\n").rstrip("\n") == content

@@ -67,20 +67,30 @@ def fold(name: str, value: str) -> str:
     return "\r\n".join(lines)
 
 
+MAX_LINE = 998  # RFC 5322: octets per line at most
+
+
 def _lines(text: str) -> bytes:
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\r\n").encode("utf-8")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.replace("\n", "\r\n").encode("utf-8")
 
 
 def text(subtype: str, content: str) -> Part:
-    """text/<subtype> in UTF-8, quoted-printable (readable, and the C encoder is fast)."""
+    """text/<subtype> in UTF-8: as it is (7bit) when it is ASCII in lines of at most 998
+    octets, as most mail is; else quoted-printable (readable, and the C encoder is fast)."""
     data = _lines(content)
     if not data.endswith(CRLF):
         data += CRLF
+    kind = f'Content-Type: text/{subtype}; charset="utf-8"'
+    if (
+        data.isascii()
+        and b"\0" not in data
+        and (len(data) <= MAX_LINE or max(map(len, data.split(CRLF))) <= MAX_LINE)
+    ):
+        return Part((kind, "Content-Transfer-Encoding: 7bit"), data)
     return Part(
-        (
-            f'Content-Type: text/{subtype}; charset="utf-8"',
-            "Content-Transfer-Encoding: quoted-printable",
-        ),
+        (kind, "Content-Transfer-Encoding: quoted-printable"),
         binascii.b2a_qp(data, istext=True),
     )
 
