@@ -274,7 +274,7 @@ def main() -> None:
             ]
         if args.spy:
             spy = [str(Path(sys.executable).with_name("py-spy")), "record", "-f", "raw"]
-            cmd = [*spy, "-r", "250", "--subprocesses", "-o", str(args.spy), "--", *cmd]
+            cmd = [*spy, "-r", "250", "--gil", "--subprocesses", "-o", str(args.spy), "--", *cmd]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         proc = subprocess.Popen(

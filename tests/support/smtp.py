@@ -33,6 +33,15 @@ class Sink:
     attempts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
     on_message: Any = None
+    refuse: set[str] = field(default_factory=set)  # recipients answered 550 at RCPT
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
@@ -51,6 +60,7 @@ class Sink:
             self.failures.clear()
             self.attempts = 0
             self.on_message = None
+            self.refuse.clear()
 
     def to(self, address: str) -> list[Received]:
         return [r for r in self.received if address in r.recipients]
