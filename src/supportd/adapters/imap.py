@@ -102,6 +102,12 @@ class ImapSource:
         except _NETWORK_ERRORS as exc:
             raise self._error("connect", exc) from exc
         client.normalise_times = False
+        # imapclient turns imaplib's protocol trace on (debug = 5) and sends it to a logger
+        # at DEBUG; imaplib then formats a repr of every response line and of every fetched
+        # message before the logger drops it: 7 % of the daemon's CPU under a backlog
+        # (bench/RESULTS.md, issue 9). Kept only when that logger is set to DEBUG.
+        if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+            client._imap.debug = 0
         _keepalive(client)
         try:
             if s.security == "starttls":
