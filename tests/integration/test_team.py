@@ -213,7 +213,7 @@ def test_commands_change_the_ticket_and_send_the_customer_nothing(
     assert list(corrected_examples(desk.engine)) == [  # supportd classify export
         {
             "subject": "Cannot install on PHP 8.2",
-            "text": "The installer stops with a blank page.\r\n",
+            "text": "The installer stops with a blank page.\n",
             "category": "bug",
         }
     ]

@@ -365,6 +365,8 @@ def parse(raw: bytes) -> ParsedMail:
     subject = decode_value(_unfold(headers.get("subject", "")))
     date_header = clean_header(_unfold(headers.get("date", "")))
     text = clean_text(_body_text(msg))
+    if "\r" in text:  # one line ending, \n, whatever the mail used (the raw keeps its own)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     if len(text) > TEXT_LIMIT:
         text = text[:TEXT_LIMIT]
         defects.append("TextTruncated")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 
 from supportd.domain.acknowledgement import AckContext, SupportHours, timing
@@ -19,8 +19,6 @@ from supportd.domain.mail import FetchedMail, ParsedMail
 from supportd.domain.threads import strip_tag, ticket_tag
 from supportd.services.plan import ChunkPlan, Outgoing
 from supportd.services.ports import Composer
-
-DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -117,9 +115,7 @@ class Answerer:
                 desk_addresses=self.desk.own_addresses,
                 agents=self.desk.agents,
                 secret=replies.secret,
-                sent_to_sender_last_24h=plan.acknowledged_since(sender, plan.now - DAY)
-                if look
-                else 0,
+                sent_to_sender_last_24h=plan.acknowledged_last_day(sender) if look else 0,
                 per_sender_limit=replies.per_sender_limit,
                 suppressed_until=plan.suppressed_until(sender) if look else None,
                 now=plan.now,

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from supportd.domain.mail import FetchedMail, ParsedMail
 from supportd.domain.team import ThreadHead, TicketState
 from supportd.services.ports import TicketStore
 from supportd.services.records import IncomingMessage, NewTicket, OutgoingCopy, QueuedMail
+
+DAY = timedelta(days=1)
 
 # Builds an outgoing mail once its ticket number and Message-ID are known:
 # (ticket number, Message-ID) -> (subject, text, raw bytes).
@@ -80,7 +82,7 @@ class ChunkPlan:
         refs = {r for m in mails for r in m.thread_references()}
         refs |= {r for m in mails if m.bounce for r in m.bounce.original_ids}
         own = {m.message_id for m in mails if m.message_id}
-        return cls(
+        plan = cls(
             store=store,
             mailbox=mailbox,
             uidvalidity=uidvalidity,
@@ -90,6 +92,15 @@ class ChunkPlan:
             ticket_of_parent=store.tickets_by_parent(sorted(refs | own)),
             message_id_for=message_id_for,
         )
+        # What the acknowledgement rules ask about each sender, in two queries for the
+        # chunk rather than two per new ticket.
+        senders = sorted({m.sender.email for m in mails if m.sender and m.sender.email})
+        if senders:
+            sent = store.acknowledgements_since_many(senders, now - DAY)
+            plan._sent = {a: sent.get(a, 0) for a in senders}
+            found = store.suppressed_until_many(senders)
+            plan._suppressed = {a: found.get(a) for a in senders}
+        return plan
 
     def members(self, ticket: int) -> frozenset[str]:
         if ticket not in self._members:
@@ -101,10 +112,10 @@ class ChunkPlan:
             self._requesters[ticket] = self.store.requester(ticket)
         return self._requesters[ticket]
 
-    def acknowledged_since(self, address: str, since: datetime) -> int:
-        """Acknowledgements to `address` since `since`, this chunk's included."""
+    def acknowledged_last_day(self, address: str) -> int:
+        """Acknowledgements to `address` in the day before `now`, this chunk's included."""
         if address not in self._sent:
-            self._sent[address] = self.store.acknowledgements_since(address, since)
+            self._sent[address] = self.store.acknowledgements_since(address, self.now - DAY)
         return self._sent[address]
 
     def suppressed_until(self, address: str) -> datetime | None:

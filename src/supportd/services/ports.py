@@ -123,6 +123,14 @@ class TicketStore(Protocol):
 
     def suppressed_until(self, address: str) -> datetime | None: ...
 
+    def acknowledgements_since_many(
+        self, addresses: Sequence[str], since: datetime
+    ) -> dict[str, int]:
+        """Acknowledgements per address since `since` (addresses with none left out)."""
+
+    def suppressed_until_many(self, addresses: Sequence[str]) -> dict[str, datetime]:
+        """Suppressions of these addresses (addresses without one left out)."""
+
     def add_suppressions(self, rows: Sequence[tuple[str, datetime, str]], now: datetime) -> None:
         """(address, until, reason): no automatic mail to these addresses until then."""
 

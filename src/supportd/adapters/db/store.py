@@ -146,6 +146,18 @@ _ACKS_SINCE = select(func.count()).where(
 _SUPPRESSED_UNTIL = select(_suppressions.c.until).where(
     _suppressions.c.address == bindparam("address")
 )
+_ACKS_SINCE_MANY = (
+    select(_outbox.c.recipients, func.count())
+    .where(
+        _outbox.c.recipients.in_(bindparam("addresses", expanding=True)),
+        _outbox.c.kind == "auto_reply",
+        _outbox.c.created_at >= bindparam("since"),
+    )
+    .group_by(_outbox.c.recipients)
+)
+_SUPPRESSED_MANY = select(_suppressions.c.address, _suppressions.c.until).where(
+    _suppressions.c.address.in_(bindparam("addresses", expanding=True))
+)
 
 
 def state_from(row: Any) -> TicketState:
@@ -387,6 +399,16 @@ class SqlTicketStore:
 
     def suppressed_until(self, address: str) -> datetime | None:
         return self.conn.execute(_SUPPRESSED_UNTIL, {"address": address}).scalar()
+
+    def acknowledgements_since_many(
+        self, addresses: Sequence[str], since: datetime
+    ) -> dict[str, int]:
+        rows = self.conn.execute(_ACKS_SINCE_MANY, {"addresses": list(addresses), "since": since})
+        return {address: int(n) for address, n in rows}
+
+    def suppressed_until_many(self, addresses: Sequence[str]) -> dict[str, datetime]:
+        rows = self.conn.execute(_SUPPRESSED_MANY, {"addresses": list(addresses)})
+        return {address: until for address, until in rows}
 
     def add_suppressions(self, rows: Sequence[tuple[str, datetime, str]], now: datetime) -> None:
         if not rows:
