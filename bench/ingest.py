@@ -207,7 +207,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("-n", type=int, default=10_000)
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
-    parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, help="imap.batch_size (default: the desk's)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--parse-workers", type=int, default=None)
     parser.add_argument(
@@ -245,7 +245,7 @@ def main() -> None:
                 db_url,
                 account,
                 dovecot.port,
-                imap__batch_size=args.batch_size,  # type: ignore[arg-type]
+                **({"imap__batch_size": args.batch_size} if args.batch_size else {}),
                 support__autoreply=not args.no_acks,
                 **(
                     {"imap__parse_workers": args.parse_workers}
