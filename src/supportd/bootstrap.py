@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 
 from supportd.adapters.compose import Composer, FaqIndex, defaults_dir
 from supportd.adapters.db import schema
-from supportd.adapters.db.engine import make_engine, outbox_engine
-from supportd.adapters.db.outbox import outbox_unit_of_work
+from supportd.adapters.db.engine import make_engine, outbox_database
+from supportd.adapters.db.outbox import OutboxConnections
 from supportd.adapters.db.ownership import MailboxLock, mailbox_lock
 from supportd.adapters.db.store import unit_of_work
 from supportd.adapters.imap import ImapSource
@@ -50,7 +50,7 @@ class Desk:
     outbox: OutboxSender
     parse_pool: ParsePool | None = None
     escalator: Escalator | None = None
-    sender_engine: Engine | None = None  # the outbox's own engine (db/engine.outbox_engine)
+    outbox_connections: OutboxConnections | None = None  # the sender's (db/outbox)
 
     def make_source(self) -> ImapSource:
         return build_source(self.settings)
@@ -63,8 +63,8 @@ class Desk:
         if self.parse_pool is not None:
             self.parse_pool.close()
         self.engine.dispose()
-        if self.sender_engine is not None:
-            self.sender_engine.dispose()
+        if self.outbox_connections is not None:
+            self.outbox_connections.close()
 
 
 def build_source(settings: Settings) -> ImapSource:
@@ -253,9 +253,9 @@ def build_desk(
         message_id_for=ingestor.message_id,
         clock=utcnow,
     )
-    sender_engine = outbox_engine(engine)
+    connections = OutboxConnections(outbox_database(engine))
     outbox = OutboxSender(
-        outbox_unit_of_work(sender_engine),
+        connections.transaction,
         SmtpTransport(settings.smtp),
         utcnow,
         give_up_after=timedelta(seconds=settings.smtp.give_up_after),
@@ -269,7 +269,7 @@ def build_desk(
         outbox=outbox,
         parse_pool=pool,
         escalator=escalator,
-        sender_engine=sender_engine,
+        outbox_connections=connections,
     )
 
 

@@ -278,9 +278,10 @@ def test_permanent_failure_is_recorded_and_retryable(
     assert smtp.received == []
     desk.outbox.send_due()
     assert smtp.attempts == 1  # a permanent failure is not retried by itself
+    from supportd.adapters.db.engine import outbox_database
     from supportd.adapters.db.outbox import outbox_unit_of_work
 
-    with outbox_unit_of_work(desk.engine)() as store:
+    with outbox_unit_of_work(outbox_database(desk.engine))() as store:
         assert store.retry(row["id"], datetime.now(UTC))
         store.commit()
     desk.outbox.send_due()

@@ -173,13 +173,17 @@ class FaqIndex:
         return cls(entries)
 
     def top(self, text: str, limit: int = 3) -> list[FaqEntry]:
-        words = []
-        for word in _WORD.findall(text.lower()):
-            if word not in _STOP and word not in words:
-                words.append(word)
+        # The first 64 distinct words (a dict keeps their order); the scan stops there.
+        words: dict[str, None] = {}
+        for match in _WORD.finditer(text.lower()):
+            word = match.group()
+            if word not in _STOP:
+                words[word] = None
+                if len(words) == 64:
+                    break
         if not words or not self.entries:
             return []
-        query = " OR ".join(f'"{w}"' for w in words[:64])
+        query = " OR ".join(f'"{w}"' for w in words)
         rows = self.db.execute(
             "SELECT rowid, bm25(faq, 2.0, 1.0) AS score FROM faq WHERE faq MATCH ? "
             "ORDER BY score LIMIT ?",
@@ -218,6 +222,8 @@ class Composer:
             autoescape=select_autoescape(["html", "html.j2"]),
             undefined=StrictUndefined,
             keep_trailing_newline=True,
+            # Templates are read once: no stat() of the file on every mail rendered.
+            auto_reload=False,
         )
         self.env.filters["local"] = self._local
         self.env.filters["utc"] = lambda t: t.astimezone(UTC).strftime("%H:%M UTC, %a %d %b")

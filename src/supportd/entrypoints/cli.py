@@ -388,10 +388,11 @@ def outbox_list(ctx: click.Context, as_json: bool, status: str | None) -> None:
 @click.pass_context
 def outbox_retry(ctx: click.Context, item_id: int) -> None:
     """Queue a failed (or waiting) message again, now."""
+    from supportd.adapters.db.engine import outbox_database
     from supportd.adapters.db.outbox import outbox_unit_of_work
     from supportd.bootstrap import utcnow
 
-    with outbox_unit_of_work(_engine(ctx))() as store:
+    with outbox_unit_of_work(outbox_database(_engine(ctx)))() as store:
         if not store.retry(item_id, utcnow()):
             _fail(f"outbox item {item_id} does not exist or was already sent")
         store.commit()

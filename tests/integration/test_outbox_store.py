@@ -1,0 +1,120 @@
+"""The outbox store on the driver's own connection agrees with the SQLAlchemy schema: rows
+written by the ingest side (SQLAlchemy) are read, marked and compared in the same formats,
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, select
+
+from supportd.adapters.db import schema
+from supportd.adapters.db.engine import make_engine, outbox_database
+from supportd.adapters.db.models import OutboxItem
+from supportd.adapters.db.outbox import OutboxConnections
+from supportd.errors import ConfigError
+
+T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
+
+
+def _queue(engine, n: int, at: datetime) -> list[int]:  # type: ignore[no-untyped-def]
+    with engine.begin() as conn:
+        return [
+            conn.execute(
+                insert(OutboxItem).values(
+                    kind="auto_reply",
+                    sender="desk@example.com",
+                    recipients="a@example.com, b@example.com",
+                    raw=b"Subject: x\r\n\r\nbody %d\r\n" % i,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=at,
+                    last_error="",
+                    created_at=at,
+                )
+            ).inserted_primary_key[0]
+            for i in range(n)
+        ]
+
+
+def _row(engine, row_id: int):  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return conn.execute(select(OutboxItem.__table__).where(OutboxItem.id == row_id)).one()
+
+
+def test_rows_round_trip_between_sqlalchemy_and_the_driver(db_url: str) -> None:
+    engine = make_engine(db_url)
+    schema.upgrade(engine)
+    ids = _queue(engine, 3, T0)
+    connections = OutboxConnections(outbox_database(engine))
+    try:
+        with connections.transaction() as store:
+            assert store.due(T0 - timedelta(microseconds=1), 10) == []  # not due yet
+            due = store.due(T0, 10)
+        assert [m.id for m in due] == ids
+        assert due[0].recipients == ("a@example.com", "b@example.com")
+        assert due[0].raw == b"Subject: x\r\n\r\nbody 0\r\n"
+        assert due[0].created_at == T0  # the same instant, aware UTC
+
+        with connections.transaction() as store:
+            assert [m.id for m in store.due(T0, 10, after=ids[0])] == ids[1:]
+            store.mark_sent(ids[0], T0 + timedelta(seconds=1))
+            store.mark_retry(ids[1], 1, T0 + timedelta(minutes=1), "421 try later")
+            store.mark_failed(ids[2], 1, "550 no such user", T0)
+            store.commit()
+
+        sent, waiting, failed = (_row(engine, i) for i in ids)
+        assert sent.status == "sent" and sent.sent_at == T0 + timedelta(seconds=1)
+        assert waiting.status == "pending" and waiting.attempts == 1
+        assert waiting.next_attempt_at == T0 + timedelta(minutes=1)
+        assert failed.status == "failed" and "550" in failed.last_error
+
+        with connections.transaction() as store:  # the retry time compares as a time
+            assert store.due(T0 + timedelta(seconds=59), 10) == []
+            assert [m.id for m in store.due(T0 + timedelta(minutes=1), 10)] == [ids[1]]
+            assert store.retry(ids[2], T0) and not store.retry(ids[0], T0)  # sent stays sent
+            store.commit()
+        assert _row(engine, ids[2]).status == "pending"
+    finally:
+        connections.close()
+        engine.dispose()
+
+
+def test_a_transaction_left_without_commit_changes_nothing(db_url: str) -> None:
+    engine = make_engine(db_url)
+    schema.upgrade(engine)
+    [row_id] = _queue(engine, 1, T0)
+    connections = OutboxConnections(outbox_database(engine))
+    try:
+        with connections.transaction() as store:
+            store.mark_sent(row_id, T0)  # no commit: rolled back on exit
+        with pytest.raises(RuntimeError), connections.transaction() as store:
+            store.mark_sent(row_id, T0)
+            raise RuntimeError("the lane died mid-row")
+        assert _row(engine, row_id).status == "pending"
+    finally:
+        connections.close()
+        engine.dispose()
+
+
+def test_postgresql_claims_skip_a_row_another_sender_holds(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    schema.upgrade(engine)
+    ids = _queue(engine, 2, T0)
+    connections = OutboxConnections(outbox_database(engine))
+    try:
+        with connections.transaction() as first, connections.transaction() as second:
+            assert first.row_locks
+            one, two = first.claim(T0), second.claim(T0)
+            assert one is not None and two is not None
+            assert {one.id, two.id} == set(ids)  # the second skips the first's locked row
+    finally:
+        connections.close()
+        engine.dispose()
+
+
+def test_an_in_memory_sqlite_database_is_refused_for_the_outbox() -> None:
+    engine = make_engine("sqlite://")
+    with pytest.raises(ConfigError, match=r"database\.url"):
+        outbox_database(engine)
