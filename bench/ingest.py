@@ -297,6 +297,9 @@ def main() -> None:
         if result.returncode != 0:
             print(result.stderr)
             raise SystemExit(1)
+        for line in result.stderr.splitlines():
+            if "outbox" in line:
+                print("daemon:", line.split(": ", 1)[-1])
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         sent, sent_bytes = sink.stop()
         counted = create_engine(db_url)

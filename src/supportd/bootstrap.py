@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from functools import partial
@@ -21,7 +23,8 @@ from supportd.adapters.db.store import unit_of_work
 from supportd.adapters.imap import ImapSource
 from supportd.adapters.modelfile import classifier, overrides_key
 from supportd.adapters.parsepool import ParsePool, parse_serial
-from supportd.adapters.smtp import SmtpTransport
+from supportd.adapters.sendhost import SenderSpec
+from supportd.adapters.smtp import SmtpTarget, SmtpTransport
 from supportd.adapters.teammail import TeamComposer
 from supportd.config import HoursSettings, Settings
 from supportd.domain.acknowledgement import SupportHours
@@ -58,6 +61,13 @@ class Desk:
     def make_lock(self, mailbox: str) -> MailboxLock:
         """The one-owner-per-mailbox lock for `mailbox` on this desk's database."""
         return build_lock(self.engine, mailbox, self.settings)
+
+    def sending(self, allowed: Callable[[], bool]) -> AbstractContextManager[Callable[[], None]]:
+        """The outbox sending while a backlog drains: yields wake() to call after each
+        commit. In the worker process when there is one (adapters/sendhost), else here."""
+        if self.parse_pool is not None:
+            return self.parse_pool.background(allowed, self.outbox.background)
+        return self.outbox.background()
 
     def close(self) -> None:
         if self.parse_pool is not None:
@@ -228,7 +238,15 @@ def build_desk(
         workers = 1 if (os.cpu_count() or 1) > 1 else 0
     rules = settings.classification.rules
     model = settings.classification.model
-    pool = ParsePool(workers, rules, model) if workers > 0 else None
+    database = outbox_database(engine)
+    sender = SenderSpec(
+        database,
+        SmtpTarget.of(settings.smtp),
+        give_up_after=settings.smtp.give_up_after,
+        batch_size=settings.smtp.batch_size,
+        connections=settings.smtp.connections,
+    )
+    pool = ParsePool(workers, rules, model, sender=sender) if workers > 0 else None
     replies = build_replies(settings)
     sla = build_sla(settings, replies.calendar)
     clocks = ClockKeeper(sla)
@@ -253,7 +271,7 @@ def build_desk(
         message_id_for=ingestor.message_id,
         clock=utcnow,
     )
-    connections = OutboxConnections(outbox_database(engine))
+    connections = OutboxConnections(database)
     outbox = OutboxSender(
         connections.transaction,
         SmtpTransport(settings.smtp),

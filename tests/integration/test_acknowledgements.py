@@ -13,6 +13,7 @@ from supportd.adapters.db.models import MessageRow, Suppression
 from supportd.adapters.db.views import list_outbox, list_tickets, show_ticket
 from supportd.bootstrap import Desk
 from supportd.domain.autoreply import issued_by_us
+from tests.conftest import SMTP_PORT
 from tests.support.desk import append, imap, run_once
 from tests.support.desk import make_desk as _make_desk
 from tests.support.dovecot import Account, Dovecot
@@ -292,9 +293,8 @@ def test_smtp_outage_delays_but_loses_nothing(
     sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink
 ) -> None:
     append(dovecot, account, make_mail())
-    desk = make_desk(sqlite_url, dovecot, account)
-    good_port = desk.settings.smtp.port
-    desk.settings.smtp.port = 1  # nothing listens there
+    desk = make_desk(sqlite_url, dovecot, account, smtp__port=1)  # nothing listens there
+    good_port = SMTP_PORT["port"]
     clock = Clock()
     desk.outbox.clock = clock
     run_once(desk)

@@ -7,35 +7,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from supportd.adapters.db import schema
 from supportd.adapters.db.engine import make_engine, outbox_database
 from supportd.adapters.db.models import OutboxItem
 from supportd.adapters.db.outbox import OutboxConnections
 from supportd.errors import ConfigError
+from tests.support.outbox import queue_rows as _queue
 
 T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
-
-
-def _queue(engine, n: int, at: datetime) -> list[int]:  # type: ignore[no-untyped-def]
-    with engine.begin() as conn:
-        return [
-            conn.execute(
-                insert(OutboxItem).values(
-                    kind="auto_reply",
-                    sender="desk@example.com",
-                    recipients="a@example.com, b@example.com",
-                    raw=b"Subject: x\r\n\r\nbody %d\r\n" % i,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=at,
-                    last_error="",
-                    created_at=at,
-                )
-            ).inserted_primary_key[0]
-            for i in range(n)
-        ]
 
 
 def _row(engine, row_id: int):  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ import imapclient
 from imapclient import IMAPClient
 from imapclient import exceptions as imap_exc
 
+from supportd.adapters.tls import tls_context
 from supportd.config import ImapSettings
 from supportd.domain.mail import FetchedMail
 from supportd.errors import LoginError, MailboxError
@@ -34,14 +35,6 @@ IDLE_SLICE = 1.0  # seconds between stop checks while idling
 EARLY_EMPTY_LIMIT = 5
 # TCP keepalive: a peer host that vanished without a FIN is noticed within about 2 minutes.
 KEEPALIVE = {"TCP_KEEPIDLE": 60, "TCP_KEEPINTVL": 10, "TCP_KEEPCNT": 5}
-
-
-def tls_context(ca_file: str, verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ca_file or None)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def sequence_set(uids: Sequence[int]) -> str:

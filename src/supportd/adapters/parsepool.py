@@ -1,8 +1,9 @@
 """Parsing on the second core: a one-worker process pool that parses batch k while the
-main process stores batch k-1 and fetches batch k+1.
+main process stores batch k-1 and fetches batch k+1. With one worker, the outbox's SMTP
+lanes run there too while a backlog drains (adapters/sendhost).
 
 A crashed worker costs nothing but time: the batch is parsed in-process instead and a
-fresh worker is started for the next one.
+fresh worker is started for the next one; the daemon's own sender sends what it left.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
+from queue import Empty
 
 from supportd.adapters import mailparse
 from supportd.adapters.modelfile import classifier, overrides_key
+from supportd.adapters.sendhost import WAKE, SenderChannel, SenderSpec, start_sender
 from supportd.domain.mail import ParsedMail
 from supportd.domain.robots import automatic_reason
 
@@ -52,8 +57,19 @@ def parse_serial(
     return results
 
 
+def _start_worker(parent: int, sender: SenderChannel | None) -> None:
+    """Pool initializer: tie the worker's life to the daemon's; start its sender."""
+    _die_with_parent(parent)
+    if sender is not None:
+        start_sender(sender)
+
+
+def _ready() -> bool:
+    return True
+
+
 def _die_with_parent(parent: int) -> None:
-    """Pool initializer: the worker exits when the daemon that started it dies."""
+    """The worker exits when the daemon that started it dies."""
     # After a kill -9 of the daemon outside systemd, a worker would block forever on its
     # task queue (it holds the pipe's write end too), and the resource tracker lives as long
     # as the worker: orphans. PDEATHSIG fires when the *thread* that spawned the worker
@@ -81,24 +97,92 @@ class ParsePool:
     """parse_async(raws) returns a callable that waits for the parsed batch."""
 
     def __init__(
-        self, workers: int = 1, rules: RuleOverrides | None = None, model: str = ""
+        self,
+        workers: int = 1,
+        rules: RuleOverrides | None = None,
+        model: str = "",
+        sender: SenderSpec | None = None,
     ) -> None:
         self.model = model
         self.workers = workers
         self.rules = rules
         self._pool: ProcessPoolExecutor | None = None
+        # spawn: the daemon has threads (scheduler) and sockets that must not be forked
+        self._context = multiprocessing.get_context("spawn")
+        # One sender at most (SQLite's feed hands rows out in one process): one worker only.
+        self.sender = SenderChannel(sender, self._context) if sender and workers == 1 else None
+        self._drains = 0
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # spawn: the daemon has threads (scheduler) and sockets that must not be forked
-            context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(
                 self.workers,
-                mp_context=context,
-                initializer=_die_with_parent,
-                initargs=(os.getpid(),),
+                mp_context=self._context,
+                initializer=_start_worker,
+                initargs=(os.getpid(), self.sender),
             )
         return self._pool
+
+    def _alive(self, timeout: float = 30.0) -> bool:
+        """Whether a worker answers (started, initialised, its sender thread running)."""
+        try:
+            return bool(self._executor().submit(_ready).result(timeout))
+        except FutureTimeout:
+            return True  # busy parsing a large batch: alive
+        except (BrokenProcessPool, RuntimeError):
+            self._reset()
+            return False
+
+    def background(
+        self,
+        allowed: Callable[[], bool],
+        fallback: Callable[[], AbstractContextManager[Callable[[], None]]],
+    ) -> AbstractContextManager[Callable[[], None]]:
+        """Send while the caller ingests: yields wake() to call after each commit. The
+        worker's sender when there is one, else (or when the worker is gone) `fallback`."""
+        if self.sender is None or not self._alive():
+            return fallback()
+        return self._remote(self.sender, allowed)
+
+    @contextmanager
+    def _remote(
+        self, channel: SenderChannel, allowed: Callable[[], bool]
+    ) -> Iterator[Callable[[], None]]:
+        def wake() -> None:
+            if allowed():
+                channel.allowed.set()
+            else:
+                channel.allowed.clear()  # the lanes stop after the row in flight
+            channel.commands.put(WAKE)
+
+        wake()  # what is already due goes out too
+        try:
+            yield wake
+        finally:
+            if not allowed():
+                channel.allowed.clear()
+            self._drains += 1
+            started = time.monotonic()
+            self._drain(channel, self._drains)
+            log.info(
+                "outbox: the worker's sender finished %.1f s after the drain",
+                time.monotonic() - started,
+            )
+            channel.allowed.clear()
+
+    def _drain(self, channel: SenderChannel, seq: int) -> None:
+        """Wait until the worker has sent everything due (or is gone)."""
+        channel.commands.put(("drain", seq))
+        while True:
+            try:
+                if channel.results.get(timeout=5.0) >= seq:
+                    return
+            except Empty:
+                if not self._alive():
+                    log.warning("the worker's sender is gone; the daemon sends what is left")
+                    return
+                # A worker that died holding the request was replaced: ask the new one.
+                channel.commands.put(("drain", seq))
 
     def parse_async(self, raws: Sequence[bytes]) -> Callable[[], Parsed]:
         batch = list(raws)
@@ -130,3 +214,7 @@ class ParsePool:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+        if self.sender is not None:  # never wait at exit on a pipe nobody reads
+            for channel_queue in (self.sender.commands, self.sender.results):
+                channel_queue.close()
+                channel_queue.cancel_join_thread()

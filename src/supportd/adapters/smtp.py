@@ -15,15 +15,68 @@ import smtplib
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from supportd.adapters.imap import tls_context
-from supportd.config import SmtpSettings
+from supportd.adapters.tls import tls_context
 from supportd.errors import SendError
+
+if TYPE_CHECKING:
+    from supportd.config import SmtpSettings
+
+
+class SmtpConfig(Protocol):
+    """What a transport reads: config.SmtpSettings, or its copy SmtpTarget."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def effective_port(self) -> int: ...
+    @property
+    def security(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def ca_file(self) -> str: ...
+    @property
+    def tls_verify(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """A plain copy of the SMTP settings for the worker process (no pydantic there)."""
+
+    host: str
+    effective_port: int
+    security: str
+    username: str
+    password: str
+    timeout: float
+    ca_file: str
+    tls_verify: bool
+
+    @classmethod
+    def of(cls, settings: SmtpSettings) -> SmtpTarget:
+        return cls(
+            settings.host,
+            settings.effective_port,
+            settings.security,
+            settings.username,
+            settings.password,
+            settings.timeout,
+            settings.ca_file,
+            settings.tls_verify,
+        )
+
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
-def _where(settings: SmtpSettings) -> str:
+def _where(settings: SmtpConfig) -> str:
     return f"SMTP {settings.host}:{settings.effective_port}"
 
 
@@ -130,7 +183,7 @@ class _Session:
 class SmtpTransport:
     """Blocking sessions: one connection, many messages. Thread-safe (one session each)."""
 
-    def __init__(self, settings: SmtpSettings) -> None:
+    def __init__(self, settings: SmtpConfig) -> None:
         self.settings = settings
         self._context: ssl.SSLContext | None = None
 

@@ -80,7 +80,8 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_context
 def run(ctx: click.Context, once: bool) -> None:
     """Run the desk in the foreground."""
-    from supportd.entrypoints.daemon import Runner, limit_malloc_arenas
+    from supportd.adapters.process import limit_malloc_arenas
+    from supportd.entrypoints.daemon import Runner
     from supportd.errors import NotOwnerError
 
     limit_malloc_arenas()  # before the first thread

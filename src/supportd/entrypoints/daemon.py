@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,25 +27,6 @@ log = logging.getLogger(__name__)
 PERIODIC_SECONDS = 15
 STANDBY_POLL = 1.0  # seconds between a standby's attempts to take the mailbox
 BURST_LIMIT = 1000  # run --once: iterations at most (mail arriving faster never ends it)
-
-
-def limit_malloc_arenas(arenas: int = 1) -> None:
-    """Cap glibc's malloc arenas (M_ARENA_MAX) unless MALLOC_ARENA_MAX says otherwise.
-
-    glibc gives each thread that allocates its own arena, up to 8 per core, and the outbox
-    lanes and the background sender are such threads: a 10,000-mail backlog peaked at 135
-    MiB in the daemon with the default and 107 MiB with one arena, at the same speed (the
-    GIL serialises the allocations anyway). bench/RESULTS.md, issue 9.
-    """
-    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
-        return
-    try:
-        import ctypes
-
-        m_arena_max = -8
-        ctypes.CDLL(None).mallopt(m_arena_max, arenas)
-    except (OSError, AttributeError):  # not glibc (musl has no arenas to cap)
-        pass
 
 
 class _Notifier:
@@ -111,7 +91,7 @@ class Runner:
         backlog's acknowledgements go out as it drains, not after).
         """
         ingestor = self.desk.ingestor
-        with self.desk.outbox.background() as wake:
+        with self.desk.sending(self.may_send) as wake:
             ingestor.on_commit = wake
             try:
                 stats = ingestor.drain(self.source, self.stop)
