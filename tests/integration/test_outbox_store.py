@@ -4,6 +4,7 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,6 +46,8 @@ def test_rows_round_trip_between_sqlalchemy_and_the_driver(db_url: str) -> None:
             store.mark_failed(ids[2], 1, "550 no such user", T0)
             store.commit()
 
+        with connections.transaction() as store:
+            store.settle(wait=True)  # SQLite: the sent mark was in the journal until now
         sent, waiting, failed = (_row(engine, i) for i in ids)
         assert sent.status == "sent" and sent.sent_at == T0 + timedelta(seconds=1)
         assert waiting.status == "pending" and waiting.attempts == 1
@@ -69,13 +72,60 @@ def test_a_transaction_left_without_commit_changes_nothing(db_url: str) -> None:
     connections = OutboxConnections(outbox_database(engine))
     try:
         with connections.transaction() as store:
-            store.mark_sent(row_id, T0)  # no commit: rolled back on exit
+            store.mark_failed(row_id, 1, "550", T0)  # no commit: rolled back on exit
         with pytest.raises(RuntimeError), connections.transaction() as store:
-            store.mark_sent(row_id, T0)
+            store.mark_failed(row_id, 1, "550", T0)
             raise RuntimeError("the lane died mid-row")
         assert _row(engine, row_id).status == "pending"
     finally:
         connections.close()
+        engine.dispose()
+
+
+def test_sqlite_sent_marks_never_wait_for_the_ingest_write_lock(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    schema.upgrade(engine)
+    ids = _queue(engine, 20, T0)
+    connections = OutboxConnections(outbox_database(engine))
+    try:
+        with engine.execution_options(writer=True).connect() as ingest:
+            ingest.exec_driver_sql("SELECT 1")  # an ingest transaction: BEGIN IMMEDIATE
+            started = time.monotonic()
+            for row_id in ids:
+                with connections.transaction() as store:
+                    store.mark_sent(row_id, T0)
+                    store.commit()
+                    store.settle(wait=False)  # the lock is taken: the marks stay journaled
+            assert time.monotonic() - started < 20  # not 20 lock timeouts of 30 s
+            ingest.rollback()
+        assert _row(engine, ids[0]).status == "pending"
+        with connections.transaction() as store:
+            assert store.due(T0, 100) == []  # journaled rows are not due again
+            store.settle(wait=False)  # the lock is free and enough marks gathered
+        assert {_row(engine, i).status for i in ids} == {"sent"}
+        assert connections.journal().entries() == []  # type: ignore[union-attr]
+    finally:
+        connections.close()
+        engine.dispose()
+
+
+def test_sqlite_marks_left_in_the_journal_by_a_crash_are_applied_first(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    schema.upgrade(engine)
+    ids = _queue(engine, 3, T0)
+    crashed = OutboxConnections(outbox_database(engine))
+    with crashed.transaction() as store:
+        store.mark_sent(ids[0], T0)  # the process dies here: the table never hears of it
+    crashed.close()
+    successor = OutboxConnections(outbox_database(engine))
+    try:
+        with successor.transaction() as store:
+            assert [m.id for m in store.due(T0, 10)] == ids[1:]
+            store.settle(wait=True)
+        assert _row(engine, ids[0]).status == "sent"
+        assert _row(engine, ids[1]).status == "pending"
+    finally:
+        successor.close()
         engine.dispose()
 
 

@@ -52,7 +52,12 @@ class OutboxStore(Protocol):
     def due(self, now: datetime, limit: int, after: int = 0) -> list[DueMail]:
         """Due rows with id > `after`, in id order."""
 
-    def mark_sent(self, row_id: int, now: datetime) -> None: ...
+    def mark_sent(self, row_id: int, now: datetime) -> None:
+        """Record the row as sent; durable once commit() returns (or sooner)."""
+
+    def settle(self, wait: bool) -> None:
+        """Bring marks recorded outside the table into it (SQLite's journal of sent rows);
+        wait=False: only if that needs no waiting for the database's write lock."""
 
     def mark_retry(self, row_id: int, attempts: int, at: datetime, error: str) -> None: ...
 
@@ -192,6 +197,7 @@ class OutboxSender:
     def _round(self, stats: SendStats) -> bool:
         """One round of lanes over what is due; True when another round may find more."""
         with self.uow() as store:  # nothing due: no SMTP connection at all
+            store.settle(wait=True)  # marks a crash left outside the table come first
             if not store.due(self.clock(), 1):
                 return False
         take: Callable[[OutboxStore], DueMail | None] = self._claim
@@ -211,6 +217,8 @@ class OutboxSender:
             lane.start()
         for lane in lanes:
             lane.join()
+        with self.uow() as store:  # the table shows every mark of this round
+            store.settle(wait=True)
         if len(failures) == len(lanes):  # no connection at all: every due row waits
             log.warning("outbox: %s; due messages wait for their retry", failures[0])
             self._postpone_all(failures[0], stats)
@@ -243,6 +251,7 @@ class OutboxSender:
                             store.mark_sent(item.id, self.clock())
                             stats.count("sent")
                         store.commit()
+                        store.settle(wait=False)
                         progress[0] += 1
         except SendError as exc:  # could not connect
             failures.append(exc)
