@@ -218,6 +218,11 @@ def main() -> None:
     parser.add_argument(
         "--spy", type=Path, help="sample every thread with py-spy into this collapsed-stack file"
     )
+    parser.add_argument(
+        "--spy-idle",
+        action="store_true",
+        help="with --spy: sample waiting threads too (where the main thread waits)",
+    )
     args = parser.parse_args()
 
     dovecot = Dovecot()
@@ -274,7 +279,8 @@ def main() -> None:
             ]
         if args.spy:
             spy = [str(Path(sys.executable).with_name("py-spy")), "record", "-f", "raw"]
-            cmd = [*spy, "-r", "250", "--gil", "--subprocesses", "-o", str(args.spy), "--", *cmd]
+            mode = "--idle" if args.spy_idle else "--gil"
+            cmd = [*spy, "-r", "250", mode, "--subprocesses", "-o", str(args.spy), "--", *cmd]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         proc = subprocess.Popen(
