@@ -239,18 +239,19 @@ def build_desk(
     rules = settings.classification.rules
     model = settings.classification.model
     database = outbox_database(engine)
+    replies = build_replies(settings)
+    sla = build_sla(settings, replies.calendar)
+    clocks = ClockKeeper(sla)
+    team_mail = build_team_mail(settings, replies)
     sender = SenderSpec(
         database,
         SmtpTarget.of(settings.smtp),
         give_up_after=settings.smtp.give_up_after,
         batch_size=settings.smtp.batch_size,
         connections=settings.smtp.connections,
+        team_mail=team_mail.spec(),
     )
     pool = ParsePool(workers, rules, model, sender=sender) if workers > 0 else None
-    replies = build_replies(settings)
-    sla = build_sla(settings, replies.calendar)
-    clocks = ClockKeeper(sla)
-    team_mail = build_team_mail(settings, replies)
     ingestor = Ingestor(
         unit_of_work(engine),
         desk_identity,
@@ -279,6 +280,7 @@ def build_desk(
         give_up_after=timedelta(seconds=settings.smtp.give_up_after),
         batch_size=settings.smtp.batch_size,
         connections=settings.smtp.connections,
+        render=team_mail.render,
     )
     return Desk(
         settings=settings,

@@ -16,15 +16,22 @@ from supportd.adapters.db.engine import make_engine, outbox_database
 from supportd.adapters.parsepool import ParsePool
 from supportd.adapters.sendhost import SenderSpec
 from supportd.adapters.smtp import SmtpTarget
+from supportd.adapters.teammail import TeamComposer
 from tests.conftest import SMTP_PORT
 from tests.support.outbox import queue_rows
 from tests.support.smtp import Sink
+from tests.unit.test_compose import composer
 
 
 def _pool(engine: Engine) -> ParsePool:
     target = SmtpTarget("127.0.0.1", SMTP_PORT["port"], "none", "", "", 10.0, "", True)
     spec = SenderSpec(
-        outbox_database(engine), target, give_up_after=3600, batch_size=10, connections=2
+        outbox_database(engine),
+        target,
+        give_up_after=3600,
+        batch_size=10,
+        connections=2,
+        team_mail=TeamComposer(composer(), secret="s", forward_limit=1000).spec(),
     )
     return ParsePool(1, sender=spec)
 

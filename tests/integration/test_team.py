@@ -72,10 +72,17 @@ def question(net: MailNet, **headers: str) -> bytes:
     return raw
 
 
+def _queued(message: EmailMessage) -> int:
+    """The outbox row a desk mail came from (its Message-ID is <supportd.ROW.sig@...>)."""
+    return int(str(message["Message-ID"]).split(".")[1])
+
+
 def notification(net: MailNet, agent: str, index: int = -1) -> EmailMessage:
+    """The agent's notifications in the order the desk queued them (the outbox's lanes
+    may deliver them in another)."""
     found = [m for m in net.inbox(agent) if m["Auto-Submitted"] == "auto-generated"]
     assert found, f"no notification in {agent}'s mailbox"
-    return found[index]
+    return sorted(found, key=_queued)[index]
 
 
 def agent_answers(net: MailNet, note: EmailMessage, sender: str, words: str) -> None:

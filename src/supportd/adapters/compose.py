@@ -225,6 +225,17 @@ class Composer:
         templates_dir: str = "",
         sales_address: str = "",
     ) -> None:
+        # Everything but the FAQ: what a copy of this composer in another process needs.
+        self.args: dict[str, str] = {
+            "support_name": support_name,
+            "support_address": support_address,
+            "timezone": timezone,
+            "hours_days": hours_days,
+            "hours_local": hours_local,
+            "hours_utc": hours_utc,
+            "templates_dir": templates_dir,
+            "sales_address": sales_address,
+        }
         self.support_name = support_name
         self.sales_address = sales_address
         self.support_address = support_address

@@ -30,6 +30,7 @@ from typing import Any
 from supportd.adapters.db.outbox import OutboxConnections, OutboxDatabase
 from supportd.adapters.process import limit_malloc_arenas
 from supportd.adapters.smtp import SmtpTarget, SmtpTransport
+from supportd.adapters.teammail import TeamMailSpec
 from supportd.services.outbox import OutboxSender
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class SenderSpec:
     give_up_after: float  # seconds
     batch_size: int
     connections: int
+    team_mail: TeamMailSpec  # writes deferred mail (notifications) when it is sent
 
 
 class SenderChannel:
@@ -85,6 +87,7 @@ def _serve(channel: SenderChannel) -> None:
         give_up_after=timedelta(seconds=spec.give_up_after),
         batch_size=spec.batch_size,
         connections=spec.connections,
+        render=spec.team_mail.build().render,
     )
     sender.allowed = channel.allowed.is_set
     while True:

@@ -9,20 +9,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html as html_lib
+import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import formataddr
 
 from supportd.adapters import mime
 from supportd.adapters.authresults import parse_auth_headers
-from supportd.adapters.compose import Composer, envelope
+from supportd.adapters.compose import Composer, FaqIndex, envelope
 from supportd.adapters.mailparse import attachments as attachments_of
 from supportd.adapters.mailparse import bodies, clean_header
 from supportd.adapters.replytext import MARKER, new_words
 from supportd.domain.agents import Agent, AuthHeader, reply_token, token_address
 from supportd.domain.mail import Address, Attachment
 from supportd.domain.team import ThreadHead, TicketFacts, reply_subject
+from supportd.services.records import Deferred, Payload
 
 Built = tuple[str, str, bytes]  # (subject, text, raw)
 _CONTENT_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
@@ -62,6 +65,24 @@ def _size(n: int) -> str:
 
 def _address(address: Address | Agent) -> str:
     return formataddr((clean_header(address.name), address.email), "utf-8")
+
+
+@dataclass(frozen=True)
+class TeamMailSpec:
+    """How to build the same TeamComposer in the worker process (plain values, pickled)."""
+
+    composer: dict[str, str]
+    secret: str
+    forward_limit: int
+
+    def build(self) -> TeamComposer:
+        # No FAQ: the team's mail never suggests answers.
+        composer = Composer(**self.composer, faq=FaqIndex([]))
+        return TeamComposer(composer, secret=self.secret, forward_limit=self.forward_limit)
+
+
+def _pair(who: Address | Agent) -> list[str]:
+    return [who.email, who.name]
 
 
 class TeamComposer:
@@ -129,6 +150,9 @@ class TeamComposer:
             reply_to=reply_to,
         )
 
+    def spec(self) -> TeamMailSpec:
+        return TeamMailSpec(self.composer.args, self.secret, self.forward_limit)
+
     def notification(
         self,
         facts: TicketFacts,
@@ -137,8 +161,63 @@ class TeamComposer:
         text: str,
         raw: bytes,
         message_id: str,
+    ) -> tuple[str, str, Payload]:
+        """One customer message for one agent, with a reply token for that agent.
+
+        Without files to forward it is written when the outbox sends it (render()): the
+        ingest transaction stores the facts and the text, not 17 KiB of MIME per agent.
+        """
+        if _multipart(raw):
+            return self._notification(facts, agent, customer, text, raw, message_id)
+        subject = clean_header(f"{facts.tag} {facts.subject}")[:900]
+        intent = {
+            "kind": "notification",
+            "facts": {
+                "number": facts.number,
+                "tag": facts.tag,
+                "subject": facts.subject,
+                "requester": _pair(facts.requester),
+                "category": facts.category,
+                "status": facts.status,
+                "due": facts.due.isoformat() if facts.due else None,
+                "assignee": facts.assignee,
+                "continues": facts.continues,
+            },
+            "agent": _pair(agent),
+            "customer": _pair(customer),
+            "text": text,
+        }
+        return subject, text, Deferred(json.dumps(intent, ensure_ascii=False))
+
+    def render(self, intent: str, message_id: str) -> bytes:
+        """The mail a Deferred intent describes, written now (the outbox sender calls it)."""
+        data = json.loads(intent)
+        if data.get("kind") != "notification":
+            raise ValueError(f"unknown intent {data.get('kind')!r}")
+        f = data["facts"]
+        facts = TicketFacts(
+            number=f["number"],
+            tag=f["tag"],
+            subject=f["subject"],
+            requester=Address(*f["requester"]),
+            category=f["category"],
+            status=f["status"],
+            due=datetime.fromisoformat(f["due"]) if f["due"] else None,
+            assignee=f["assignee"],
+            continues=f["continues"],
+        )
+        agent, customer = Agent(*data["agent"]), Address(*data["customer"])
+        return self._notification(facts, agent, customer, data["text"], b"", message_id)[2]
+
+    def _notification(
+        self,
+        facts: TicketFacts,
+        agent: Agent,
+        customer: Address,
+        text: str,
+        raw: bytes,
+        message_id: str,
     ) -> Built:
-        """One customer message for one agent, with a reply token for that agent."""
         files = attachments_of(raw) if _multipart(raw) else []
         total = sum(len(f.data) for f in files)
         forward = total <= self.forward_limit

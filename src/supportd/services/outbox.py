@@ -40,6 +40,12 @@ class DueMail:
     raw: bytes
     attempts: int
     created_at: datetime
+    message_id: str = ""
+    intent: str | None = None  # set: written now, by the sender's renderer (raw is empty)
+
+
+# (intent, Message-ID) -> the mail's bytes (adapters/teammail.TeamComposer.render).
+Renderer = Callable[[str, str], bytes]
 
 
 class OutboxStore(Protocol):
@@ -128,8 +134,10 @@ class OutboxSender:
         give_up_after: timedelta,
         batch_size: int = 100,
         connections: int = 4,
+        render: Renderer | None = None,
     ) -> None:
         self.uow = uow
+        self.render = render
         self.transport = transport
         self.clock = clock
         self.give_up_after = give_up_after
@@ -244,7 +252,7 @@ class OutboxSender:
                         if item is None:
                             return
                         try:
-                            session.send(item.sender, item.recipients, item.raw)
+                            session.send(item.sender, item.recipients, self._bytes(item))
                         except SendError as exc:
                             self._record_failure(store, item, exc, stats)
                         else:
@@ -255,6 +263,17 @@ class OutboxSender:
                         progress[0] += 1
         except SendError as exc:  # could not connect
             failures.append(exc)
+
+    def _bytes(self, item: DueMail) -> bytes:
+        """The row's mail: its bytes, or written now from its intent."""
+        if item.intent is None:
+            return item.raw
+        if self.render is None:  # a sender built without the renderer: another one sends it
+            raise SendError("this sender cannot write deferred mail", permanent=False)
+        try:
+            return self.render(item.intent, item.message_id)
+        except Exception as exc:  # a broken intent never becomes sendable
+            raise SendError(f"cannot write the mail: {exc}", permanent=True) from exc
 
     def _postpone_all(self, exc: SendError, stats: SendStats) -> None:
         if self._uses_row_locks():

@@ -14,13 +14,20 @@ from datetime import datetime, timedelta
 from supportd.domain.mail import FetchedMail, ParsedMail
 from supportd.domain.team import ThreadHead, TicketState
 from supportd.services.ports import TicketStore
-from supportd.services.records import IncomingMessage, NewTicket, OutgoingCopy, QueuedMail
+from supportd.services.records import (
+    Deferred,
+    IncomingMessage,
+    NewTicket,
+    OutgoingCopy,
+    Payload,
+    QueuedMail,
+)
 
 DAY = timedelta(days=1)
 
 # Builds an outgoing mail once its ticket number and Message-ID are known:
-# (ticket number, Message-ID) -> (subject, text, raw bytes).
-Build = Callable[[int, str], tuple[str, str, bytes]]
+# (ticket number, Message-ID) -> (subject, text, raw bytes or a Deferred intent).
+Build = Callable[[int, str], tuple[str, str, Payload]]
 
 
 @dataclass
@@ -294,13 +301,13 @@ class ChunkPlan:
                 for o in self.outgoing
             ]
         )
-        finished: list[tuple[int, str, bytes]] = []
+        finished: list[tuple[int, str, Payload]] = []
         copies: list[OutgoingCopy] = []
         for row_id, o in zip(ids, self.outgoing, strict=True):
             message_id = self.message_id_for(row_id)
             number = 0 if o.ticket is None else real(o.ticket)
-            subject, text, raw = o.build(number, message_id)
-            finished.append((row_id, message_id, raw))
+            subject, text, payload = o.build(number, message_id)
+            finished.append((row_id, message_id, payload))
             if o.ticket is not None:
                 copies.append(
                     OutgoingCopy(
@@ -311,7 +318,7 @@ class ChunkPlan:
                         subject,
                         text,
                         message_id,
-                        len(raw),
+                        len(payload.intent) if isinstance(payload, Deferred) else len(payload),
                         self.now,
                     )
                 )

@@ -11,7 +11,13 @@ from typing import Protocol
 from supportd.domain.acknowledgement import AckContext
 from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
 from supportd.domain.team import TicketState
-from supportd.services.records import IncomingMessage, NewTicket, OutgoingCopy, QueuedMail
+from supportd.services.records import (
+    IncomingMessage,
+    NewTicket,
+    OutgoingCopy,
+    Payload,
+    QueuedMail,
+)
 
 __all__ = ["Composer", "Cursor", "FetchedMail", "MailSource", "TicketStore", "UnitOfWorkFactory"]
 
@@ -137,8 +143,8 @@ class TicketStore(Protocol):
     def insert_outbox(self, mails: Sequence[QueuedMail]) -> list[int]:
         """Queue outgoing mail; the rows' ids, in order."""
 
-    def finish_outbox(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
-        """Set (row id, Message-ID, raw message) once the mail is composed."""
+    def finish_outbox(self, rows: Sequence[tuple[int, str, Payload]]) -> None:
+        """Set (row id, Message-ID, raw message or intent) once the mail is composed."""
 
     def quarantine(
         self, fetched: FetchedMail, *, mailbox: str, uidvalidity: int, error: str, now: datetime

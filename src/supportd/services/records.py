@@ -48,6 +48,18 @@ class IncomingMessage:
         return self.mail.sender.email if self.mail.sender else ""
 
 
+@dataclass(frozen=True)
+class Deferred:
+    """An outgoing mail written when it is sent: what to write (JSON, rendered by the
+    outbox sender's renderer), instead of the bytes in the ingest transaction."""
+
+    intent: str
+
+
+# What composing an outgoing mail gives the outbox: its bytes, or what to write later.
+Payload = bytes | Deferred
+
+
 @dataclass
 class OutgoingCopy:
     """The ticket's copy of a mail the desk sends (the raw bytes live in the outbox)."""

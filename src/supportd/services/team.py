@@ -31,6 +31,7 @@ from supportd.domain.team import ThreadHead, TicketFacts, TicketState
 from supportd.domain.threads import find_tag, ticket_tag
 from supportd.services.clocks import ClockKeeper
 from supportd.services.plan import ChunkPlan, Outgoing
+from supportd.services.records import Payload
 
 log = logging.getLogger(__name__)
 _INVISIBLE = re.compile("[\ufeff\u200b\u200c\u200d\u2060\u00ad]")
@@ -49,7 +50,8 @@ class TeamMail(Protocol):
         text: str,
         raw: bytes,
         message_id: str,
-    ) -> Built: ...
+    ) -> tuple[str, str, Payload]:
+        """The bytes, or a Deferred intent the outbox's renderer writes when it sends."""
 
     def relay(
         self,
@@ -148,7 +150,7 @@ class Team:
         customer, text, product = mail.sender, mail.text, self.policy.product
         for agent in readers:
 
-            def build(number: int, mid: str, agent: Agent = agent) -> Built:
+            def build(number: int, mid: str, agent: Agent = agent) -> tuple[str, str, Payload]:
                 real = replace(facts, number=number, tag=ticket_tag(product, number))
                 return self.policy.mail.notification(real, agent, customer, text, raw, mid)
 

@@ -29,7 +29,7 @@ from typing import Any
 from supportd.errors import ConfigError
 from supportd.services.outbox import DueMail
 
-_COLUMNS = "id, sender, recipients, raw, attempts, created_at"
+_COLUMNS = "id, sender, recipients, raw, attempts, created_at, message_id, intent"
 _DUE = f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
 _CLAIM = f"{_DUE} ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
 _DUE_AFTER = f"{_DUE} AND id > ? ORDER BY id LIMIT ?"
@@ -203,8 +203,10 @@ class SqlOutboxStore:
                 bytes(raw),
                 attempts,
                 _read_time(created),
+                message_id or "",
+                intent,
             )
-            for row_id, sender, recipients, raw, attempts, created in rows
+            for row_id, sender, recipients, raw, attempts, created, message_id, intent in rows
         ]
 
     def mark_sent(self, row_id: int, now: datetime) -> None:

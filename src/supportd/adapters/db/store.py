@@ -27,7 +27,14 @@ from supportd.adapters.db.models import (
 from supportd.domain.mail import Address, Cursor, FetchedMail, QuarantinedMail
 from supportd.domain.team import TicketState
 from supportd.errors import FencedError
-from supportd.services.records import IncomingMessage, NewTicket, OutgoingCopy, QueuedMail
+from supportd.services.records import (
+    Deferred,
+    IncomingMessage,
+    NewTicket,
+    OutgoingCopy,
+    Payload,
+    QueuedMail,
+)
 
 _tickets = cast(Table, Ticket.__table__)
 _messages = cast(Table, MessageRow.__table__)
@@ -136,7 +143,7 @@ _INSERT_OUTBOX = insert(_outbox).returning(_outbox.c.id, sort_by_parameter_order
 _FINISH_OUTBOX = (
     update(_outbox)
     .where(_outbox.c.id == bindparam("row_id"))
-    .values(message_id=bindparam("mid"), raw=bindparam("data"))
+    .values(message_id=bindparam("mid"), raw=bindparam("data"), intent=bindparam("intent"))
 )
 _ACKS_SINCE = select(func.count()).where(
     _outbox.c.recipients == bindparam("address"),
@@ -443,10 +450,16 @@ class SqlTicketStore:
         ]
         return [int(n) for n in self.conn.execute(_INSERT_OUTBOX, rows).scalars()]
 
-    def finish_outbox(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
+    def finish_outbox(self, rows: Sequence[tuple[int, str, Payload]]) -> None:
         if rows:
             self.conn.execute(
-                _FINISH_OUTBOX, [{"row_id": i, "mid": mid, "data": raw} for i, mid, raw in rows]
+                _FINISH_OUTBOX,
+                [
+                    {"row_id": i, "mid": mid, "data": b"", "intent": payload.intent}
+                    if isinstance(payload, Deferred)
+                    else {"row_id": i, "mid": mid, "data": payload, "intent": None}
+                    for i, mid, payload in rows
+                ],
             )
 
     def quarantine(
