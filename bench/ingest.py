@@ -26,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -115,9 +116,9 @@ def seed(dovecot: Dovecot, n: int, rng: random.Random) -> tuple[object, int]:
     return account, total
 
 
-def tree_rss_kib(pid: int, cpu: dict[int, tuple[str, float]] | None = None) -> int:
+def tree_rss_kib(pid: int, cpu: dict[int, tuple[str, float, int]] | None = None) -> int:
     """Resident memory of a process and its children, from /proc (KiB); with `cpu`, also
-    records each process's name and CPU seconds so far."""
+    records each process's name, CPU seconds and peak resident memory (KiB) so far."""
     total = 0
     pids = [pid]
     tick = os.sysconf("SC_CLK_TCK")
@@ -125,17 +126,20 @@ def tree_rss_kib(pid: int, cpu: dict[int, tuple[str, float]] | None = None) -> i
         current = pids.pop()
         try:
             status = Path(f"/proc/{current}/status").read_text()
-            total += int(
-                next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
-            )
+            fields = {
+                line.split(":")[0]: line.split()[1]
+                for line in status.splitlines()
+                if line.startswith(("VmRSS:", "VmHWM:"))
+            }
+            total += int(fields["VmRSS"])
             if cpu is not None:
                 stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
                 cmdline = Path(f"/proc/{current}/cmdline").read_bytes().split(b"\0")
                 name = " ".join(a.decode()[-40:] for a in cmdline[1:4])
-                cpu[current] = (name, (int(stat[11]) + int(stat[12])) / tick)
+                cpu[current] = (name, (int(stat[11]) + int(stat[12])) / tick, int(fields["VmHWM"]))
             for task in Path(f"/proc/{current}/task").iterdir():
                 pids.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, StopIteration, ValueError):
+        except (OSError, StopIteration, ValueError, KeyError):  # a process that just ended
             continue
     return total
 
@@ -155,6 +159,8 @@ def free_port() -> int:
 class Sink:
     """bench/sink.py in its own process."""
 
+    started: ClassVar[list[subprocess.Popen[str]]] = []  # killed when the bench ends, however
+
     def __init__(self, work: Path) -> None:
         self.port = free_port()
         self.countfile = work / f"sink-{self.port}.count"
@@ -163,6 +169,7 @@ class Sink:
             stdout=subprocess.PIPE,
             text=True,
         )
+        Sink.started.append(self.proc)
         assert self.proc.stdout is not None
         self.proc.stdout.readline()  # "ready"
 
@@ -209,6 +216,9 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--batch-size", type=int, help="imap.batch_size (default: the desk's)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--smtp-connections", type=int, help="smtp.connections (default: the desk's)"
+    )
     parser.add_argument("--parse-workers", type=int, default=None)
     parser.add_argument(
         "--no-acks", action="store_true", help="support.autoreply = false (ingestion alone)"
@@ -251,6 +261,7 @@ def main() -> None:
                 account,
                 dovecot.port,
                 **({"imap__batch_size": args.batch_size} if args.batch_size else {}),
+                **({"smtp__connections": args.smtp_connections} if args.smtp_connections else {}),
                 support__autoreply=not args.no_acks,
                 **(
                     {"imap__parse_workers": args.parse_workers}
@@ -291,7 +302,7 @@ def main() -> None:
             text=True,
         )
         peak_tree = 0
-        per_process: dict[int, tuple[str, float]] = {}
+        per_process: dict[int, tuple[str, float, int]] = {}
         machine_before = busy_seconds()
         while proc.poll() is None:
             peak_tree = max(peak_tree, tree_rss_kib(proc.pid, per_process))
@@ -337,8 +348,8 @@ def main() -> None:
             f"CPU time of supportd and its parse worker: {cpu:.1f} s in {elapsed:.1f} s wall "
             f"({cpu / elapsed:.2f} of the 2 cores; Dovecot uses the rest)"
         )
-        for pid, (name, seconds) in sorted(per_process.items()):
-            print(f"  CPU {seconds:5.1f} s  pid {pid} {name}")
+        for pid, (name, seconds, hwm) in sorted(per_process.items()):
+            print(f"  CPU {seconds:5.1f} s  peak RSS {hwm / 1024:5.1f} MiB  pid {pid} {name}")
         print(
             f"machine busy {machine_busy:.1f} CPU-s of {2 * elapsed:.1f} "
             f"(supportd {cpu:.1f}; the rest is Dovecot, the SMTP sink, this script)"
@@ -357,6 +368,9 @@ def main() -> None:
             )
             print(f"ratio supportd / sequential: {seconds / elapsed:.2f}")
     finally:
+        for sink_process in Sink.started:
+            if sink_process.poll() is None:
+                sink_process.kill()
         dovecot.cleanup()
         if pg_name:
             with admin.connect() as conn:
