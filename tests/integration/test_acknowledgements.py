@@ -289,6 +289,18 @@ def test_permanent_failure_is_recorded_and_retryable(
     assert len(smtp.received) == 1
 
 
+def test_without_a_worker_process_the_daemon_sends_itself(
+    sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink
+) -> None:
+    """One core (imap.parse_workers = 0): parsing and the outbox lanes stay in the daemon."""
+    append(dovecot, account, make_mail())
+    desk = make_desk(sqlite_url, dovecot, account, imap__parse_workers=0)
+    assert desk.parse_pool is None
+    run_once(desk)
+    assert [r["status"] for r in list_outbox(desk.engine)] == ["sent"]
+    assert len(smtp.received) == 1
+
+
 def test_smtp_outage_delays_but_loses_nothing(
     sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink
 ) -> None:
