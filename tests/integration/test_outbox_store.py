@@ -5,10 +5,12 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from supportd.adapters.db import schema
 from supportd.adapters.db.engine import make_engine, outbox_database
@@ -25,12 +27,22 @@ def _row(engine, row_id: int):  # type: ignore[no-untyped-def]
         return conn.execute(select(OutboxItem.__table__).where(OutboxItem.id == row_id)).one()
 
 
-def test_rows_round_trip_between_sqlalchemy_and_the_driver(db_url: str) -> None:
-    engine = make_engine(db_url)
+@contextmanager
+def _outbox(url: str) -> Iterator[tuple[Engine, OutboxConnections]]:
+    """A migrated database and the sender's connections to it, closed afterwards."""
+    engine = make_engine(url)
     schema.upgrade(engine)
-    ids = _queue(engine, 3, T0)
     connections = OutboxConnections(outbox_database(engine))
     try:
+        yield engine, connections
+    finally:
+        connections.close()
+        engine.dispose()
+
+
+def test_rows_round_trip_between_sqlalchemy_and_the_driver(db_url: str) -> None:
+    with _outbox(db_url) as (engine, connections):
+        ids = _queue(engine, 3, T0)
         with connections.transaction() as store:
             assert store.due(T0 - timedelta(microseconds=1), 10) == []  # not due yet
             due = store.due(T0, 10)
@@ -60,34 +72,22 @@ def test_rows_round_trip_between_sqlalchemy_and_the_driver(db_url: str) -> None:
             assert store.retry(ids[2], T0) and not store.retry(ids[0], T0)  # sent stays sent
             store.commit()
         assert _row(engine, ids[2]).status == "pending"
-    finally:
-        connections.close()
-        engine.dispose()
 
 
 def test_a_transaction_left_without_commit_changes_nothing(db_url: str) -> None:
-    engine = make_engine(db_url)
-    schema.upgrade(engine)
-    [row_id] = _queue(engine, 1, T0)
-    connections = OutboxConnections(outbox_database(engine))
-    try:
+    with _outbox(db_url) as (engine, connections):
+        [row_id] = _queue(engine, 1, T0)
         with connections.transaction() as store:
             store.mark_failed(row_id, 1, "550", T0)  # no commit: rolled back on exit
         with pytest.raises(RuntimeError), connections.transaction() as store:
             store.mark_failed(row_id, 1, "550", T0)
             raise RuntimeError("the lane died mid-row")
         assert _row(engine, row_id).status == "pending"
-    finally:
-        connections.close()
-        engine.dispose()
 
 
 def test_sqlite_sent_marks_never_wait_for_the_ingest_write_lock(sqlite_url: str) -> None:
-    engine = make_engine(sqlite_url)
-    schema.upgrade(engine)
-    ids = _queue(engine, 20, T0)
-    connections = OutboxConnections(outbox_database(engine))
-    try:
+    with _outbox(sqlite_url) as (engine, connections):
+        ids = _queue(engine, 20, T0)
         with engine.execution_options(writer=True).connect() as ingest:
             ingest.exec_driver_sql("SELECT 1")  # an ingest transaction: BEGIN IMMEDIATE
             started = time.monotonic()
@@ -104,9 +104,6 @@ def test_sqlite_sent_marks_never_wait_for_the_ingest_write_lock(sqlite_url: str)
             store.settle(wait=False)  # the lock is free and enough marks gathered
         assert {_row(engine, i).status for i in ids} == {"sent"}
         assert connections.journal().entries() == []  # type: ignore[union-attr]
-    finally:
-        connections.close()
-        engine.dispose()
 
 
 def test_sqlite_marks_left_in_the_journal_by_a_crash_are_applied_first(sqlite_url: str) -> None:
@@ -130,19 +127,13 @@ def test_sqlite_marks_left_in_the_journal_by_a_crash_are_applied_first(sqlite_ur
 
 
 def test_postgresql_claims_skip_a_row_another_sender_holds(pg_url: str) -> None:
-    engine = make_engine(pg_url)
-    schema.upgrade(engine)
-    ids = _queue(engine, 2, T0)
-    connections = OutboxConnections(outbox_database(engine))
-    try:
+    with _outbox(pg_url) as (engine, connections):
+        ids = _queue(engine, 2, T0)
         with connections.transaction() as first, connections.transaction() as second:
             assert first.row_locks
             one, two = first.claim(T0), second.claim(T0)
             assert one is not None and two is not None
             assert {one.id, two.id} == set(ids)  # the second skips the first's locked row
-    finally:
-        connections.close()
-        engine.dispose()
 
 
 def test_an_in_memory_sqlite_database_is_refused_for_the_outbox() -> None:

@@ -164,9 +164,12 @@ class ParsePool:
             self._drains += 1
             started = time.monotonic()
             self._drain(channel, self._drains)
-            log.info(
+            waited = time.monotonic() - started
+            # Every cycle of the daemon ends here: a line only when the wait was noticeable.
+            log.log(
+                logging.INFO if waited >= 0.5 else logging.DEBUG,
                 "outbox: the worker's sender finished %.1f s after the drain",
-                time.monotonic() - started,
+                waited,
             )
             channel.allowed.clear()
 

@@ -455,9 +455,12 @@ class SqlTicketStore:
             self.conn.execute(
                 _FINISH_OUTBOX,
                 [
-                    {"row_id": i, "mid": mid, "data": b"", "intent": payload.intent}
-                    if isinstance(payload, Deferred)
-                    else {"row_id": i, "mid": mid, "data": payload, "intent": None}
+                    {
+                        "row_id": i,
+                        "mid": mid,
+                        "data": b"" if isinstance(payload, Deferred) else payload,
+                        "intent": payload.intent if isinstance(payload, Deferred) else None,
+                    }
                     for i, mid, payload in rows
                 ],
             )
