@@ -229,11 +229,7 @@ def test_folder_recreated_under_a_stale_session_is_rescanned(
         assert wait_for(lambda: count() == 1, 30) is not None, daemon.text()
         time.sleep(1.0)
         assert proxy.stale() == 1
-        with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
-            client.login(account.username, account.password)
-            client.delete_folder("Support")
-            client.create_folder("Support")
-        append(dovecot, account, make_mail(message_id="<new@x.example>"), folder="Support")
+        recreate_with(dovecot, account, "Support", make_mail(message_id="<new@x.example>"))
         took = wait_for(lambda: count() == 2, IDLE_TIMEOUT + 15)
     finally:
         daemon.stop()
@@ -241,6 +237,28 @@ def test_folder_recreated_under_a_stale_session_is_rescanned(
     print(f"recreated folder: new mail stored after {took} s")
     assert took is not None, log + proxy.log_text()
     assert "the folder was recreated" in log
+
+
+def recreate_with(dovecot: Dovecot, account: Account, folder: str, raw: bytes) -> None:
+    """Delete and recreate a folder under the daemon's session, then append one mail.
+
+    Dovecot (Maildir) can fail the first APPEND into the new folder with "Mailbox was
+    deleted under us" while another session still holds the old one open: the test's own
+    set-up racing the server, not the daemon. The whole step is tried again (a new
+    UIDVALIDITY each time, which is what the daemon must notice)."""
+    for attempt in range(5):
+        with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+            client.login(account.username, account.password)
+            if client.folder_exists(folder):
+                client.delete_folder(folder)
+            client.create_folder(folder)
+            try:
+                client.append(folder, raw)
+                return
+            except IMAPClient.Error as exc:
+                if "deleted under us" not in str(exc) or attempt == 4:
+                    raise
+        time.sleep(0.3)
 
 
 def test_folder_recreated_on_dovecot_is_rescanned(
@@ -258,11 +276,7 @@ def test_folder_recreated_on_dovecot_is_rescanned(
     try:
         append(dovecot, account, make_mail(message_id="<old@x.example>"), folder="Support")
         assert wait_for(lambda: count() == 1, 30) is not None, daemon.text()
-        with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
-            client.login(account.username, account.password)
-            client.delete_folder("Support")
-            client.create_folder("Support")
-        append(dovecot, account, make_mail(message_id="<new@x.example>"), folder="Support")
+        recreate_with(dovecot, account, "Support", make_mail(message_id="<new@x.example>"))
         took = wait_for(lambda: count() == 2, IDLE_TIMEOUT + 15)
     finally:
         daemon.stop()
