@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable, Sequence
 
+import pytest
+from sqlalchemy import select
+
+from supportd.adapters.db.models import MessageRow
 from supportd.adapters.parsepool import ParseFailure, ParsePool, parse_serial
 from supportd.domain.mail import ParsedMail
+from supportd.services.ingest import ParseJob
+from tests.support.desk import append, make_desk, run_once
+from tests.support.dovecot import Account, Dovecot
 from tests.support.mail import make_mail
 
 
@@ -47,3 +55,62 @@ def test_parse_failures_are_returned_not_raised(monkeypatch) -> None:  # type: i
     monkeypatch.setattr(mailparse, "parse", broken)
     [result] = parse_serial([b"x"])
     assert isinstance(result, ParseFailure) and "codec exploded" in str(result)
+
+
+class _Watched:
+    """The worker's jobs, seen from the daemon as always busy (or always finished)."""
+
+    def __init__(self, parse_async: Callable[[Sequence[bytes]], ParseJob], busy: bool) -> None:
+        self.parse_async = parse_async
+        self.busy = busy
+        self.sent: list[int] = []  # the batch sizes handed to the worker
+
+    def __call__(self, raws: Sequence[bytes]) -> ParseJob:
+        self.sent.append(len(raws))
+        job = self.parse_async(raws)
+        busy = self.busy
+
+        class Seen:
+            def __call__(self) -> list[ParsedMail | BaseException]:
+                return job()
+
+            def done(self) -> bool:
+                return not busy  # as if it had (calling it still waits)
+
+        return Seen()
+
+
+@pytest.mark.parametrize("busy", [True, False])
+def test_the_daemon_parses_every_other_batch_when_the_worker_is_behind(
+    sqlite_url: str, dovecot: Dovecot, account: Account, busy: bool
+) -> None:
+    """A worker still busy with the last batch (it also runs the outbox's lanes) gets the
+    next one only after the daemon parsed one itself; a worker that keeps up gets them
+    all. Either way every mail is stored once, in order."""
+    mails = [make_mail(message_id=f"<p{n}@x.example>", subject=f"Q{n}") for n in range(50)]
+    append(dovecot, account, *mails)
+    desk = make_desk(sqlite_url, dovecot, account, imap__batch_size=10)
+    assert desk.ingestor.parse_async is not None
+    watched = _Watched(desk.ingestor.parse_async, busy)
+    desk.ingestor.parse_async = watched
+    here: list[int] = []
+    parse_many = desk.ingestor.parse_many
+
+    def parse_here(raws: Sequence[bytes]) -> list[ParsedMail | BaseException]:
+        here.append(len(raws))
+        return parse_many(raws)
+
+    desk.ingestor.parse_many = parse_here
+    stats = run_once(desk)
+    assert stats.stored == 50 and stats.quarantined == 0
+    if busy:  # batches 1, 3, 5 to the worker; 2 and 4 parsed by the daemon
+        assert (len(watched.sent), len(here)) == (3, 2)
+    else:
+        assert (len(watched.sent), len(here)) == (5, 0)
+    with desk.engine.connect() as conn:
+        ids = conn.execute(
+            select(MessageRow.message_id)
+            .where(MessageRow.direction == "in")
+            .order_by(MessageRow.id)
+        ).scalars()
+        assert list(ids) == [f"<p{n}@x.example>" for n in range(50)]

@@ -3,6 +3,7 @@ renders to the same mail as writing it at once, in this process or in another on
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 from datetime import UTC, datetime
@@ -60,6 +61,19 @@ def test_the_worker_process_renders_the_same_mail_from_its_spec() -> None:
     elsewhere = pickle.loads(pickle.dumps(team.spec())).build()
     assert _without_date(elsewhere.render(payload.intent, "<n2@x>")) == _without_date(
         team.render(payload.intent, "<n2@x>")
+    )
+
+
+def test_an_intent_queued_before_the_text_moved_out_of_its_json_still_renders() -> None:
+    """Rows queued by the previous release hold one JSON object, the text inside it."""
+    team = _team()
+    payload = team.notification(FACTS, AGENT, CUSTOMER, TEXT, PLAIN, "<n4@x>")[2]
+    assert isinstance(payload, Deferred)
+    facts_line, _, text = payload.intent.partition("\n")
+    assert text == TEXT and "\n" not in facts_line
+    old = json.dumps({**json.loads(facts_line), "text": text}, ensure_ascii=False)
+    assert _without_date(team.render(old, "<n4@x>")) == _without_date(
+        team.render(payload.intent, "<n4@x>")
     )
 
 

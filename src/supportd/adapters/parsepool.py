@@ -93,6 +93,27 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
+class _Job:
+    """A batch the worker parses; calling it waits (or parses here if the worker died)."""
+
+    def __init__(self, pool: ParsePool, batch: list[bytes], future: Future[Parsed] | None):
+        self.pool = pool
+        self.batch = batch
+        self.future = future
+
+    def done(self) -> bool:
+        return self.future is None or self.future.done()
+
+    def __call__(self) -> Parsed:
+        if self.future is not None:
+            try:
+                return self.future.result()
+            except BrokenProcessPool:
+                log.warning("parse worker died; parsing this batch in-process")
+                self.pool._reset()
+        return parse_serial(self.batch, self.pool.rules, self.pool.model)
+
+
 class ParsePool:
     """parse_async(raws) returns a callable that waits for the parsed batch."""
 
@@ -187,7 +208,7 @@ class ParsePool:
                 # A worker that died holding the request was replaced: ask the new one.
                 channel.commands.put(("drain", seq))
 
-    def parse_async(self, raws: Sequence[bytes]) -> Callable[[], Parsed]:
+    def parse_async(self, raws: Sequence[bytes]) -> _Job:
         batch = list(raws)
         try:
             future: Future[Parsed] | None = self._executor().submit(
@@ -196,17 +217,7 @@ class ParsePool:
         except (BrokenProcessPool, RuntimeError):
             self._reset()
             future = None
-
-        def result() -> Parsed:
-            if future is not None:
-                try:
-                    return future.result()
-                except BrokenProcessPool:
-                    log.warning("parse worker died; parsing this batch in-process")
-                    self._reset()
-            return parse_serial(batch, self.rules, self.model)
-
-        return result
+        return _Job(self, batch, future)
 
     def _reset(self) -> None:
         if self._pool is not None:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from supportd.domain.autoreply import outgoing_message_id
 from supportd.domain.mail import Cursor, FetchedMail, ParsedMail, dedup_key
@@ -28,9 +29,36 @@ __all__ = ["DeskIdentity", "IngestStats", "Ingestor", "ReplyPolicy"]
 
 log = logging.getLogger(__name__)
 
-ParseMany = Callable[[Sequence[bytes]], list["ParsedMail | BaseException"]]
-# Starts parsing a batch and returns a callable that waits for the result.
-ParseAsync = Callable[[Sequence[bytes]], Callable[[], list["ParsedMail | BaseException"]]]
+Parsed = list["ParsedMail | BaseException"]
+ParseMany = Callable[[Sequence[bytes]], Parsed]
+
+
+class ParseJob(Protocol):
+    """A batch being parsed elsewhere: call it to wait for the result."""
+
+    def __call__(self) -> Parsed: ...
+
+    def done(self) -> bool:
+        """True when calling it would not wait."""
+        ...
+
+
+# Starts parsing a batch on the second core.
+ParseAsync = Callable[[Sequence[bytes]], ParseJob]
+
+
+class _Here:
+    """A batch parsed in this process, when it is asked for."""
+
+    def __init__(self, parse: ParseMany, raws: list[bytes]) -> None:
+        self._parse = parse
+        self._raws = raws
+
+    def __call__(self) -> Parsed:
+        return self._parse(self._raws)
+
+    def done(self) -> bool:
+        return True
 
 
 @dataclass
@@ -114,17 +142,23 @@ class Ingestor:
             log.info("%s: %d new message(s) after UID %d", source.key, len(uids), last_uid)
         # A pipeline: batch k is parsed (on the second core, with parse_async) while batch
         # k-1 is stored and batch k+1 fetched. Batches still commit one by one, in order.
-        pending: tuple[list[FetchedMail], Callable[[], list[ParsedMail | BaseException]]] | None
-        pending = None
+        # The two processes share the parsing: when the worker was still busy with the last
+        # batch (it also runs the outbox's lanes), the next one is parsed here, after the
+        # batch before it is stored; so the faster side takes more and neither waits long.
+        pending: tuple[list[FetchedMail], ParseJob] | None = None
         for batch in source.fetch(uids):
-            started = self._start_parse(batch)
-            if pending is not None:
-                stats.add(self.ingest_batch(source.key, uidvalidity, pending[0], pending[1]()))
-                last_uid = pending[0][-1].uid
-                if stop is not None and stop.is_set():
-                    pending = None
-                    break
-            pending = (batch, started)
+            if pending is None:
+                pending = (batch, self._start_parse(batch, here=False))
+                continue
+            previous, job = pending
+            behind = not job.done()
+            parsed = job()
+            pending = (batch, self._start_parse(batch, here=behind))
+            stats.add(self.ingest_batch(source.key, uidvalidity, previous, parsed))
+            last_uid = previous[-1].uid
+            if stop is not None and stop.is_set():
+                pending = None
+                break
         if pending is not None:
             stats.add(self.ingest_batch(source.key, uidvalidity, pending[0], pending[1]()))
             last_uid = pending[0][-1].uid
@@ -132,13 +166,11 @@ class Ingestor:
             stats.archived = source.archive(last_uid, ArchiveLog(self.uow, source.key, self.epoch))
         return stats
 
-    def _start_parse(
-        self, batch: list[FetchedMail]
-    ) -> Callable[[], list[ParsedMail | BaseException]]:
+    def _start_parse(self, batch: list[FetchedMail], here: bool) -> ParseJob:
         raws = [m.raw for m in batch]
-        if self.parse_async is not None:
+        if self.parse_async is not None and not here:
             return self.parse_async(raws)
-        return lambda: self.parse_many(raws)
+        return _Here(self.parse_many, raws)
 
     def ingest_batch(
         self,
