@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from supportd.adapters.db import schema
 from supportd.adapters.db.engine import make_engine
@@ -58,3 +58,22 @@ def test_schema_head_constant_matches_the_migrations(sqlite_url: str) -> None:
     engine = make_engine(sqlite_url)
     assert schema.head_revision(engine) == schema.HEAD
     engine.dispose()
+
+
+def test_postgresql_compresses_stored_mail_with_lz4(pg_url: str) -> None:
+    """pglz cost the server as much CPU as supportd (issue 9); 0008 sets lz4, its downgrade
+    sets pglz back."""
+    engine = make_engine(pg_url)
+    query = text(
+        "SELECT attname, attcompression FROM pg_attribute WHERE attrelid = 'messages'::regclass"
+        " AND attname IN ('raw', 'text') ORDER BY attname"
+    )
+    try:
+        schema.upgrade(engine)
+        with engine.connect() as conn:
+            assert list(conn.execute(query)) == [("raw", "l"), ("text", "l")]
+        schema.downgrade(engine, "0007")
+        with engine.connect() as conn:
+            assert list(conn.execute(query)) == [("raw", "p"), ("text", "p")]
+    finally:
+        engine.dispose()

@@ -7,12 +7,26 @@ cache-key work cost more than SQLite itself).
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.exc import DBAPIError
 
 from supportd.adapters.db.models import (
     DuplicateDelivery,
@@ -195,11 +209,69 @@ def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
         yield values[start : start + size]
 
 
+log = logging.getLogger(__name__)
+
+
+class Statistics:
+    """Keeps PostgreSQL's planner statistics up with a backlog.
+
+    The ingest's lookups (deliveries by key, tickets by Message-ID) are planned from the
+    tables' statistics. Tables that grow from empty during one backlog keep the statistics
+    of empty tables until autovacuum comes round (a minute at the soonest), and the planner
+    then reads every row of the mailbox for each batch: 6 ms per lookup at 20,000 rows
+    instead of 0.4 ms, growing with the table (issue 9's PostgreSQL profile). So the ingest
+    runs ANALYZE itself after a commit whenever its tables may have doubled since it last
+    did: a few times in a backlog (each ~0.1 s), never on a desk that is merely busy.
+    """
+
+    TABLES = ("messages", "tickets", "participants", "outbox")
+    FLOOR = 1000  # rows inserted before the first ANALYZE of a small database
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.inserted = 0
+        self.known: float | None = None  # rows the last statistics knew of (None: unread)
+        self.enabled = True
+        self.runs = 0
+
+    def added(self, rows: int) -> None:
+        with self._lock:
+            self.inserted += rows
+
+    def after_commit(self, conn: Connection) -> None:
+        if not self.enabled or self.inserted < self.FLOOR:
+            return
+        if conn.dialect.name != "postgresql":
+            self.enabled = False  # SQLite plans from its indexes without statistics
+            return
+        try:
+            if self.known is None:
+                reltuples = conn.execute(
+                    text("SELECT reltuples FROM pg_class WHERE oid = 'messages'::regclass")
+                ).scalar_one()
+                self.known = max(0.0, float(reltuples))
+                conn.commit()
+            if self.inserted < max(self.FLOOR, self.known):
+                return
+            conn.execute(text("ANALYZE " + ", ".join(self.TABLES)))
+            conn.commit()
+        except DBAPIError as exc:
+            conn.rollback()
+            self.enabled = False
+            log.warning("cannot ANALYZE the desk's tables (%s); autovacuum will", exc.orig)
+            return
+        with self._lock:
+            self.known += self.inserted
+            self.inserted = 0
+            self.runs += 1
+
+
 class SqlTicketStore:
     """Repository methods over one Connection in a transaction; the service commits."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, statistics: Statistics | None = None) -> None:
         self.conn = conn
+        self.statistics = statistics
 
     def get_cursor(self, mailbox: str) -> Cursor | None:
         row = self.conn.execute(_GET_CURSOR, {"mb": mailbox}).first()
@@ -352,6 +424,8 @@ class SqlTicketStore:
         if not messages:
             return []
         rows = [_incoming_row(m) for m in messages]
+        if self.statistics is not None:
+            self.statistics.added(len(rows))
         if not returning:  # plain executemany: much cheaper than RETURNING in bulk
             self.conn.execute(insert(_messages), rows)
             return []
@@ -513,6 +587,8 @@ class SqlTicketStore:
 
     def commit(self) -> None:
         self.conn.commit()
+        if self.statistics is not None:
+            self.statistics.after_commit(self.conn)
 
 
 def _addresses(addresses: tuple[Address, ...]) -> str:
@@ -650,5 +726,6 @@ def transactions(
 
 
 def unit_of_work(engine: Engine) -> Callable[[], AbstractContextManager[SqlTicketStore]]:
-    """Transactions for ingestion."""
-    return transactions(engine, SqlTicketStore)
+    """Transactions for ingestion (which keeps PostgreSQL's statistics up, see Statistics)."""
+    statistics = Statistics()
+    return transactions(engine, lambda conn: SqlTicketStore(conn, statistics))
