@@ -1,4 +1,4 @@
-"""kill -9 of the daemon (outside systemd) leaves no parse worker or resource tracker behind."""
+"""kill -9 of the daemon (outside systemd) leaves no parse worker behind."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _alive(pid: int, started: int) -> bool:
     return info is not None and info[2] == started and info[1] != "Z"
 
 
-def test_parse_worker_and_resource_tracker_die_with_a_killed_daemon(
+def test_the_parse_worker_dies_with_a_killed_daemon(
     sqlite_url: str, dovecot: Dovecot, account: Account, tmp_path: Path
 ) -> None:
     config = write_toml(
@@ -88,12 +88,16 @@ def test_parse_worker_and_resource_tracker_die_with_a_killed_daemon(
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc.poll() is None:
             descendants = _descendants(proc.pid)
-            if any("spawn_main" in _cmdline(pid) for pid in descendants):
-                break  # the parse worker is up (the resource tracker comes before it)
+            if any("supportd.adapters.worker" in _cmdline(pid) for pid in descendants):
+                break  # the parse worker is up
             time.sleep(0.05)
         assert proc.poll() is None, "the daemon exited early"
         descendants = _descendants(proc.pid)  # the last word before the kill
         assert descendants, "the daemon started no parse worker"
+        # One worker and nothing else: no multiprocessing resource tracker (12 MiB).
+        assert [_cmdline(p) for p in descendants] == [
+            c for p in descendants if "supportd.adapters.worker" in (c := _cmdline(p))
+        ]
 
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

@@ -34,8 +34,7 @@ def test_a_dead_worker_costs_time_not_mail() -> None:
     pool = ParsePool(1)
     try:
         assert len(pool.parse_async(raws)()) == 5
-        executor = pool._executor()
-        for pid in list(executor._processes):  # the worker dies between batches
+        for pid in pool.worker_pids():  # the worker dies between batches
             os.kill(pid, signal.SIGKILL)
         parsed = pool.parse_async(raws)()
         assert [p.message_id for p in parsed if isinstance(p, ParsedMail)] == [

@@ -96,7 +96,8 @@ def test_a_killed_worker_neither_hangs_the_drain_nor_loses_a_row(
             os.kill(worker, signal.SIGKILL)
 
     try:
-        worker = pool._executor().submit(os.getpid).result()
+        assert pool._alive()
+        [worker] = pool.worker_pids()
         smtp.on_message = slow
         with pool.background(lambda: True, _not_here) as wake:  # type: ignore[arg-type]
             queue_rows(engine, 40, datetime.now(UTC) - timedelta(seconds=1))

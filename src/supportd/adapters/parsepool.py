@@ -1,6 +1,10 @@
-"""Parsing on the second core: a one-worker process pool that parses batch k while the
-main process stores batch k-1 and fetches batch k+1. With one worker, the outbox's SMTP
-lanes run there too while a backlog drains (adapters/sendhost).
+"""Parsing on the second core: a worker process that parses batch k while the main
+process stores batch k-1 and fetches batch k+1. With one worker, the outbox's SMTP lanes
+run there too while a backlog drains (adapters/sendhost).
+
+The worker is a plain subprocess (`python -m supportd.adapters.worker`) spoken to over a
+socketpair (adapters/wire), not a multiprocessing pool: that needed multiprocessing's
+resource tracker, a third process of 12 MiB (issue 9's memory budget).
 
 A crashed worker costs nothing but time: the batch is parsed in-process instead and a
 fresh worker is started for the next one; the daemon's own sender sends what it left.
@@ -8,24 +12,24 @@ fresh worker is started for the next one; the daemon's own sender sends what it 
 
 from __future__ import annotations
 
+import itertools
 import logging
-import multiprocessing
 import os
-import signal
+import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import replace
-from queue import Empty
+from typing import Any
 
 from supportd.adapters import mailparse
 from supportd.adapters.modelfile import classifier, overrides_key
-from supportd.adapters.sendhost import WAKE, SenderChannel, SenderSpec, start_sender
+from supportd.adapters.sendhost import SenderSpec
+from supportd.adapters.wire import Closed, Wire
 from supportd.domain.mail import ParsedMail
 from supportd.domain.robots import automatic_reason
 
@@ -37,6 +41,10 @@ RuleOverrides = Mapping[str, Sequence[str]]
 
 class ParseFailure(Exception):
     """Why a message could not be parsed (picklable, unlike some library exceptions)."""
+
+
+class WorkerGone(Exception):
+    """The worker process died (or was closed) before it answered."""
 
 
 def parse_serial(
@@ -57,40 +65,92 @@ def parse_serial(
     return results
 
 
-def _start_worker(parent: int, sender: SenderChannel | None) -> None:
-    """Pool initializer: tie the worker's life to the daemon's; start its sender."""
-    _die_with_parent(parent)
-    if sender is not None:
-        start_sender(sender)
+class _Worker:
+    """One worker process and its end of the wire, as the daemon sees them."""
 
-
-def _ready() -> bool:
-    return True
-
-
-def _die_with_parent(parent: int) -> None:
-    """The worker exits when the daemon that started it dies."""
-    # After a kill -9 of the daemon outside systemd, a worker would block forever on its
-    # task queue (it holds the pipe's write end too), and the resource tracker lives as long
-    # as the worker: orphans. PDEATHSIG fires when the *thread* that spawned the worker
-    # exits, so submit from a long-lived thread; the ppid poll covers non-Linux.
-    if sys.platform == "linux":
+    def __init__(self, init: dict[str, Any]) -> None:
+        ours, theirs = socket.socketpair()
+        # The worker imports what this process can (a source checkout, the bench's path).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
-            import ctypes
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "supportd.adapters.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self.wire = Wire(ours)
+        self._cond = threading.Condition()
+        self._jobs: dict[int, Future[Parsed]] = {}
+        self._ids = itertools.count(1)
+        self.pid = self.process.pid
+        self.ready = False
+        self.dead = False
+        self.drained = 0
+        self.wire.send(("init", init))
+        threading.Thread(target=self._read, name="worker-wire", daemon=True).start()
 
-            pr_set_pdeathsig = 1
-            ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
+    def _read(self) -> None:
+        try:
+            while True:
+                message = self.wire.recv()
+                with self._cond:
+                    kind = message[0]
+                    if kind == "parsed":
+                        future = self._jobs.pop(message[1], None)
+                        if future is not None:
+                            future.set_result(message[2])
+                    elif kind == "drained":
+                        self.drained = max(self.drained, message[1])
+                    elif kind == "ready":
+                        self.ready = True
+                    self._cond.notify_all()
+        except Closed:
             pass
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(1)
-    threading.Thread(target=_watch_parent, args=(parent,), name="parent-watch", daemon=True).start()
+        except Exception:  # a message that cannot be read: the worker is of no more use
+            log.exception("parse worker: unreadable message")
+        with self._cond:
+            self.dead = True
+            jobs, self._jobs = self._jobs, {}
+            self._cond.notify_all()
+        for future in jobs.values():
+            future.set_exception(WorkerGone("the parse worker died"))
 
+    @property
+    def load(self) -> int:
+        return len(self._jobs)
 
-def _watch_parent(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
+    def parse(self, batch: list[bytes]) -> Future[Parsed]:
+        future: Future[Parsed] = Future()
+        with self._cond:
+            if self.dead:
+                raise WorkerGone("the parse worker died")
+            job = next(self._ids)
+            self._jobs[job] = future
+        self.send(("parse", job, batch))  # a dead worker's reader fails the future
+        return future
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with suppress(Closed):  # the reader sees the end of stream too: the worker is dead
+            self.wire.send(message)
+
+    def wait(self, until: Callable[[], bool], timeout: float | None) -> bool:
+        """Wait until `until()` or the worker's death; False only on a timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: until() or self.dead, timeout)
+
+    def stop(self, kill: bool = False) -> None:
+        """Close our end (the worker lets its lanes finish their rows and exits) and reap."""
+        if kill:
+            self.process.kill()
+        self.wire.close()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 class _Job:
@@ -108,14 +168,14 @@ class _Job:
         if self.future is not None:
             try:
                 return self.future.result()
-            except BrokenProcessPool:
+            except WorkerGone:
                 log.warning("parse worker died; parsing this batch in-process")
                 self.pool._reset()
         return parse_serial(self.batch, self.pool.rules, self.pool.model)
 
 
 class ParsePool:
-    """parse_async(raws) returns a callable that waits for the parsed batch."""
+    """parse_async(raws) returns a job: call it to wait for the parsed batch."""
 
     def __init__(
         self,
@@ -125,34 +185,48 @@ class ParsePool:
         sender: SenderSpec | None = None,
     ) -> None:
         self.model = model
-        self.workers = workers
+        self.workers = max(1, workers)
         self.rules = rules
-        self._pool: ProcessPoolExecutor | None = None
-        # spawn: the daemon has threads (scheduler) and sockets that must not be forked
-        self._context = multiprocessing.get_context("spawn")
         # One sender at most (SQLite's feed hands rows out in one process): one worker only.
-        self.sender = SenderChannel(sender, self._context) if sender and workers == 1 else None
+        self.sender = sender if sender and workers == 1 else None
+        self._procs: list[_Worker] = []
         self._drains = 0
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=self._context,
-                initializer=_start_worker,
-                initargs=(os.getpid(), self.sender),
-            )
-        return self._pool
+    def _init(self) -> dict[str, Any]:
+        root = logging.getLogger()
+        formatter = root.handlers[0].formatter if root.handlers else None
+        return {
+            "parent": os.getpid(),
+            "rules": self.rules,
+            "model": self.model,
+            "sender": self.sender,
+            "log_level": root.getEffectiveLevel(),
+            "log_format": formatter._fmt if formatter is not None else None,
+        }
+
+    def _worker(self) -> _Worker:
+        """The live worker with the fewest batches in hand; dead ones are replaced."""
+        for gone in [w for w in self._procs if w.dead]:
+            self._procs.remove(gone)
+            gone.stop()
+        while len(self._procs) < self.workers:
+            self._procs.append(_Worker(self._init()))
+        return min(self._procs, key=lambda w: w.load)
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self._procs if not w.dead]
 
     def _alive(self, timeout: float = 30.0) -> bool:
         """Whether a worker answers (started, initialised, its sender thread running)."""
         try:
-            return bool(self._executor().submit(_ready).result(timeout))
-        except FutureTimeout:
-            return True  # busy parsing a large batch: alive
-        except (BrokenProcessPool, RuntimeError):
+            worker = self._worker()
+        except OSError:
+            return False
+        worker.wait(lambda: worker.ready, timeout)  # still starting after that: alive
+        if worker.dead:
             self._reset()
             return False
+        return True
 
     def background(
         self,
@@ -163,28 +237,22 @@ class ParsePool:
         worker's sender when there is one, else (or when the worker is gone) `fallback`."""
         if self.sender is None or not self._alive():
             return fallback()
-        return self._remote(self.sender, allowed)
+        return self._remote(self._procs[0], allowed)
 
     @contextmanager
-    def _remote(
-        self, channel: SenderChannel, allowed: Callable[[], bool]
-    ) -> Iterator[Callable[[], None]]:
+    def _remote(self, worker: _Worker, allowed: Callable[[], bool]) -> Iterator[Callable[[], None]]:
         def wake() -> None:
-            if allowed():
-                channel.allowed.set()
-            else:
-                channel.allowed.clear()  # the lanes stop after the row in flight
-            channel.commands.put(WAKE)
+            worker.send(("wake", allowed()))  # not allowed: the lanes stop after their row
 
         wake()  # what is already due goes out too
         try:
             yield wake
         finally:
             if not allowed():
-                channel.allowed.clear()
+                worker.send(("allow", False))
             self._drains += 1
             started = time.monotonic()
-            self._drain(channel, self._drains)
+            self._drain(worker, self._drains)
             waited = time.monotonic() - started
             # Every cycle of the daemon ends here: a line only when the wait was noticeable.
             log.log(
@@ -192,43 +260,30 @@ class ParsePool:
                 "outbox: the worker's sender finished %.1f s after the drain",
                 waited,
             )
-            channel.allowed.clear()
+            worker.send(("allow", False))
 
-    def _drain(self, channel: SenderChannel, seq: int) -> None:
+    def _drain(self, worker: _Worker, seq: int) -> None:
         """Wait until the worker has sent everything due (or is gone)."""
-        channel.commands.put(("drain", seq))
-        while True:
-            try:
-                if channel.results.get(timeout=5.0) >= seq:
-                    return
-            except Empty:
-                if not self._alive():
-                    log.warning("the worker's sender is gone; the daemon sends what is left")
-                    return
-                # A worker that died holding the request was replaced: ask the new one.
-                channel.commands.put(("drain", seq))
+        worker.send(("drain", seq))
+        worker.wait(lambda: worker.drained >= seq, timeout=None)
+        if worker.dead:
+            log.warning("the worker's sender is gone; the daemon sends what is left")
 
     def parse_async(self, raws: Sequence[bytes]) -> _Job:
         batch = list(raws)
         try:
-            future: Future[Parsed] | None = self._executor().submit(
-                parse_serial, batch, self.rules, self.model
-            )
-        except (BrokenProcessPool, RuntimeError):
+            future: Future[Parsed] | None = self._worker().parse(batch)
+        except (WorkerGone, OSError):
             self._reset()
             future = None
         return _Job(self, batch, future)
 
     def _reset(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        procs, self._procs = self._procs, []
+        for worker in procs:
+            worker.stop(kill=not worker.dead)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-        if self.sender is not None:  # never wait at exit on a pipe nobody reads
-            for channel_queue in (self.sender.commands, self.sender.results):
-                channel_queue.close()
-                channel_queue.cancel_join_thread()
+        procs, self._procs = self._procs, []
+        for worker in procs:
+            worker.stop()

@@ -6,11 +6,11 @@ which only parses, left much of the second core idle. So the lanes now run in th
 on the outbox store that needs no SQLAlchemy (adapters/db/outbox), for 2.4 MiB more memory
 there.
 
-    daemon (main process)                    worker (adapters/parsepool)
-    batch committed      --- "wake" ----->   sender thread: OutboxSender.send_due()
-    drain finished       -- ("drain", n) ->  send_due() until nothing is due, then
-                         <------ n -------   answers
-    allowed (an Event) mirrors Runner.may_send; cleared, the lanes stop after their row.
+    daemon (main process)                     worker (adapters/worker)
+    batch committed    -- ("wake", allowed) ->  sender thread: OutboxSender.send_due()
+    drain finished     -- ("drain", n) ------>  send_due() until nothing is due, then
+                       <-- ("drained", n) ----  answers
+    ("allow", False): the lanes stop after the row in flight (Runner.may_send said no).
 
 Invariant 2 holds as in-process: each lane marks its row in its own commit right after the
 server's 250, so a kill (of either process; the worker dies with the daemon) repeats at
@@ -23,12 +23,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from supportd.adapters.db.outbox import OutboxConnections, OutboxDatabase
-from supportd.adapters.process import limit_malloc_arenas
 from supportd.adapters.smtp import SmtpTarget, SmtpTransport
 from supportd.adapters.teammail import TeamMailSpec
 from supportd.services.outbox import OutboxSender
@@ -40,7 +39,7 @@ WAKE = "wake"
 
 @dataclass(frozen=True)
 class SenderSpec:
-    """What the worker builds its sender from (plain values: it is pickled at spawn)."""
+    """What the worker builds its sender from (plain values: it is pickled to the worker)."""
 
     database: OutboxDatabase
     smtp: SmtpTarget
@@ -50,59 +49,68 @@ class SenderSpec:
     team_mail: TeamMailSpec  # writes deferred mail (notifications) when it is sent
 
 
-class SenderChannel:
-    """The queues between the daemon and the sender thread in its worker."""
-
-    def __init__(self, spec: SenderSpec, context: Any) -> None:
-        self.spec = spec
-        self.commands = context.Queue()
-        self.results = context.Queue()
-        self.allowed = context.Event()
-        root = logging.getLogger()
-        self.log_level = root.getEffectiveLevel()
-        formatter = root.handlers[0].formatter if root.handlers else None
-        self.log_format = formatter._fmt if formatter is not None else None
-
-
-def start_sender(channel: SenderChannel) -> None:
-    """In the worker: log like the daemon, cap malloc arenas, start the sender thread."""
-    limit_malloc_arenas()  # before the lanes' threads
-    if channel.log_format is not None:
-        logging.basicConfig(level=channel.log_level, format=channel.log_format)
-    else:
-        logging.basicConfig(level=channel.log_level)
-    threading.Thread(target=_serve, args=(channel,), name="outbox", daemon=True).start()
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _serve(channel: SenderChannel) -> None:
-    spec = channel.spec
-    sender = OutboxSender(
-        OutboxConnections(spec.database).transaction,
-        SmtpTransport(spec.smtp),
-        _utcnow,
-        give_up_after=timedelta(seconds=spec.give_up_after),
-        batch_size=spec.batch_size,
-        connections=spec.connections,
-        render=spec.team_mail.build().render,
-    )
-    sender.allowed = channel.allowed.is_set
-    while True:
-        drains: list[int] = []
-        command = channel.commands.get()
-        while True:  # whatever queued meanwhile is served by the same send
-            if command != WAKE:
-                drains.append(command[1])
+class SenderHost:
+    """In the worker: the sender thread, and what the daemon tells it."""
+
+    def __init__(self, spec: SenderSpec, report: Callable[[int], None]) -> None:
+        self.spec = spec
+        self.report = report  # a drain request is answered
+        self.allowed = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+        self._commands: queue.Queue[str | int] = queue.Queue()
+        threading.Thread(target=self._serve, name="outbox", daemon=True).start()
+
+    def wake(self, allowed: bool) -> None:
+        self.allow(allowed)
+        self._commands.put(WAKE)
+
+    def allow(self, allowed: bool) -> None:
+        if allowed:
+            self.allowed.set()
+        else:
+            self.allowed.clear()  # the lanes stop after the row in flight
+
+    def drain(self, seq: int) -> None:
+        self._commands.put(seq)
+
+    def stop(self, timeout: float) -> None:
+        """Let the row in flight on each lane finish (and be marked), send nothing more."""
+        self.allowed.clear()
+        self.idle.wait(timeout)
+
+    def _serve(self) -> None:
+        spec = self.spec
+        sender = OutboxSender(
+            OutboxConnections(spec.database).transaction,
+            SmtpTransport(spec.smtp),
+            _utcnow,
+            give_up_after=timedelta(seconds=spec.give_up_after),
+            batch_size=spec.batch_size,
+            connections=spec.connections,
+            render=spec.team_mail.build().render,
+        )
+        sender.allowed = self.allowed.is_set
+        while True:
+            drains: list[int] = []
+            command = self._commands.get()
+            self.idle.clear()
+            while True:  # whatever queued meanwhile is served by the same send
+                if command != WAKE:
+                    drains.append(int(command))
+                try:
+                    command = self._commands.get_nowait()
+                except queue.Empty:
+                    break
             try:
-                command = channel.commands.get_nowait()
-            except queue.Empty:
-                break
-        try:
-            sender.send_due()
-        except Exception:  # one bad round never stops the sender; the next one retries
-            log.exception("outbox (worker) failed")
-        for seq in drains:
-            channel.results.put(seq)
+                sender.send_due()
+            except Exception:  # one bad round never stops the sender; the next one retries
+                log.exception("outbox (worker) failed")
+            finally:
+                self.idle.set()
+            for seq in drains:
+                self.report(seq)
