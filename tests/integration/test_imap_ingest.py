@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from supportd.adapters.db.models import DuplicateDelivery, MessageRow, Participant, Ticket
 from supportd.adapters.db.store import Statistics
@@ -311,3 +311,35 @@ def test_a_backlog_on_postgresql_brings_the_planner_statistics_up_to_date(
 
 
 RELTUPLES = "SELECT reltuples FROM pg_class WHERE oid = 'messages'::regclass"
+
+
+def test_replies_to_many_tickets_look_their_tickets_up_once_per_batch(
+    db_url: str, dovecot: Dovecot, account: Account
+) -> None:
+    """A batch of replies reads the tickets its references point at in bulk: a query per
+    reply for its state and another for its participants were round trips on PostgreSQL
+    (issue 9)."""
+    questions = [make_mail(message_id=f"<t{n}@x.example>", subject=f"Q{n}") for n in range(8)]
+    append(dovecot, account, *questions)
+    desk = make_desk(db_url, dovecot, account)
+    assert run_once(desk).new_tickets == 8
+    replies = [
+        make_mail(
+            subject=f"Re: Q{n}",
+            message_id=f"<r{n}@x.example>",
+            In_Reply_To=f"<t{n}@x.example>",
+            References=f"<t{n}@x.example>",
+        )
+        for n in range(8)
+    ]
+    append(dovecot, account, *replies)
+    statements: list[str] = []
+    listen = event.listens_for(desk.engine, "before_cursor_execute")
+    listen(lambda conn, cursor, sql, *rest: statements.append(" ".join(sql.split())))
+    stats = run_once(desk)
+    assert (stats.stored, stats.new_tickets) == (8, 0)
+    by_number = [s for s in statements if "FROM tickets WHERE tickets.number" in s]
+    members = [s for s in statements if "FROM participants WHERE participants.ticket_number" in s]
+    assert all(t["message_count"] == 2 for t in list_tickets(desk.engine))
+    assert len(by_number) == 1 and " IN " in by_number[0], by_number
+    assert len(members) == 1 and " IN " in members[0], members

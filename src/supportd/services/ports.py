@@ -89,6 +89,12 @@ class TicketStore(Protocol):
 
     def ticket_state(self, ticket: int) -> TicketState | None: ...
 
+    def ticket_states(self, tickets: Sequence[int]) -> dict[int, TicketState]:
+        """The states of those of `tickets` that exist (one query for a chunk's tickets)."""
+
+    def participants_many(self, tickets: Sequence[int]) -> dict[int, frozenset[str]]:
+        """The participants of each of `tickets` that has any."""
+
     def due_clocks(self, now: datetime, limit: int) -> list[TicketState]:
         """Tickets whose next escalation event is at or before `now`, earliest first."""
 

@@ -123,6 +123,10 @@ _STATE = select(
     _tickets.c.escalation_level,
 )
 _TICKET_STATE = _STATE.where(_tickets.c.number == bindparam("ticket"))
+_TICKET_STATES = _STATE.where(_tickets.c.number.in_(bindparam("tickets", expanding=True)))
+_PARTICIPANTS_MANY = select(_participants.c.ticket_number, _participants.c.address).where(
+    _participants.c.ticket_number.in_(bindparam("tickets", expanding=True))
+)
 _LATEST_CUSTOMER = (
     select(_messages.c.message_id, _messages.c.references)
     .where(
@@ -204,7 +208,10 @@ def state_from(row: Any) -> TicketState:
     )
 
 
-def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+T = TypeVar("T")
+
+
+def _chunks(values: list[T], size: int = 500) -> Iterator[list[T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
@@ -371,6 +378,20 @@ class SqlTicketStore:
     def ticket_state(self, ticket: int) -> TicketState | None:
         row = self.conn.execute(_TICKET_STATE, {"ticket": ticket}).first()
         return state_from(row) if row is not None else None
+
+    def ticket_states(self, tickets: Sequence[int]) -> dict[int, TicketState]:
+        found: dict[int, TicketState] = {}
+        for chunk in _chunks(sorted(set(tickets))):
+            for row in self.conn.execute(_TICKET_STATES, {"tickets": chunk}):
+                found[row.number] = state_from(row)
+        return found
+
+    def participants_many(self, tickets: Sequence[int]) -> dict[int, frozenset[str]]:
+        found: dict[int, set[str]] = {}
+        for chunk in _chunks(sorted(set(tickets))):
+            for number, address in self.conn.execute(_PARTICIPANTS_MANY, {"tickets": chunk}):
+                found.setdefault(number, set()).add(address)
+        return {number: frozenset(addresses) for number, addresses in found.items()}
 
     def due_clocks(self, now: datetime, limit: int) -> list[TicketState]:
         """Tickets whose next escalation event is due (one indexed range scan); on
@@ -702,9 +723,6 @@ def _copy_row(c: OutgoingCopy) -> dict[str, object]:
         "created_at": c.created_at,
         "untrusted": "",
     }
-
-
-T = TypeVar("T")
 
 
 def transactions(
