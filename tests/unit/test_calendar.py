@@ -121,3 +121,28 @@ def test_monotone_in_t(a: datetime, b: datetime, h: timedelta) -> None:
     early, late = sorted((a, b))
     assert BD_CAL.add(early, h) <= BD_CAL.add(late, h)
     assert BD_CAL.next_open(early) <= BD_CAL.next_open(late)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2028, 12, 31)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_a_calendar_that_remembers_its_days_answers_as_a_fresh_one(moments: list) -> None:  # type: ignore[type-arg]
+    """The day cache (issue 9) never changes an answer: one calendar asked many times, and
+    a new calendar for every question, agree (with holidays and closed dates)."""
+    kw = {
+        "holidays": holidays.country_holidays("BD"),
+        "closed_dates": frozenset({date(2026, 12, 24)}),
+    }
+    shared = calendar(**kw)
+    for moment in moments:
+        t = moment.replace(tzinfo=UTC)
+        fresh = calendar(**kw)
+        assert shared.is_open(t) == fresh.is_open(t)
+        assert shared.next_open(t) == fresh.next_open(t)
+        assert due_at(t, 14, shared, business=True) == due_at(t, 14, fresh, business=True)
+        assert shared.between(t, t + timedelta(days=3)) == fresh.between(t, t + timedelta(days=3))

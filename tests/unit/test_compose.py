@@ -157,3 +157,12 @@ def test_form_customer_from_reply_to_or_body() -> None:
     body = "Name: Rahim Uddin\nEmail: Rahim@Example.com\nMessage: hello"
     assert form_customer(_form_mail((), body)) == Address("rahim@example.com", "Rahim Uddin")
     assert form_customer(_form_mail((), "no address here")) is None
+
+
+def test_faq_ranking_reads_the_first_64_distinct_words_only() -> None:
+    """Repeats and stop words do not count towards the 64; the 65th distinct word does not
+    reach the query (pasted logs further down cost time without changing the answer)."""
+    index = FaqIndex([FaqEntry("How do I run payroll?", "Pay Run")])
+    filler = " ".join(f"word{chr(97 + n // 26)}{chr(97 + n % 26)}" for n in range(63))
+    assert index.top(f"the the and {filler} {filler} payroll") != []  # 64th distinct
+    assert index.top(f"{filler} extra payroll") == []  # 65th distinct

@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 import time
+from array import array
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -211,12 +212,15 @@ class ImapSource:
             raise MailboxError(f"IMAP not connected to {self._where()}")
         return self.client
 
-    def uids_after(self, last_uid: int) -> list[int]:
+    def uids_after(self, last_uid: int) -> Sequence[int]:
         try:
             found = self._client().search(["UID", f"{last_uid + 1}:*"])
         except _NETWORK_ERRORS as exc:
             raise self._error("SEARCH", exc) from exc
-        new = sorted(uid for uid in found if uid > last_uid)
+        # Kept while the backlog drains: 8 bytes a UID in an array, not 36 as a list of
+        # ints (issue 9: the daemon's peak grew 4.5 MiB from 10,000 to 50,000 mails).
+        new = array("Q", sorted(uid for uid in found if uid > last_uid))
+        del found
         self.last_seen_uid = new[-1] if new else last_uid
         return new
 

@@ -37,8 +37,26 @@ class BusinessCalendar:
     def __post_init__(self) -> None:
         if self.closes <= self.opens:
             raise ValueError(f"closing time {self.closes} is not after opening time {self.opens}")
+        # day -> its opening interval in UTC, or None when closed. The calendar is data
+        # that never changes, and every due time walks the same few days: working them out
+        # once (time zone arithmetic, a holidays lookup) took a twentieth of the daemon's
+        # CPU under a backlog (issue 9).
+        object.__setattr__(self, "_days", {})
 
     def is_open_day(self, day: date) -> bool:
+        return self._day(day) is not None
+
+    def _day(self, day: date) -> tuple[datetime, datetime] | None:
+        days: dict[date, tuple[datetime, datetime] | None] = self._days  # type: ignore[attr-defined]
+        if day in days:
+            return days[day]
+        if len(days) >= 10_000:  # bounded, whatever is asked about
+            days.clear()
+        found = self._interval(day) if self._open_day(day) else None
+        days[day] = found
+        return found
+
+    def _open_day(self, day: date) -> bool:
         if day in self.extra_open_dates:
             return True
         if day.weekday() not in self.open_days or day in self.closed_dates:
@@ -54,19 +72,15 @@ class BusinessCalendar:
         """Opening intervals (UTC) that end after t, in order."""
         day = t.astimezone(self.timezone).date()
         for _ in range(MAX_DAYS):
-            if self.is_open_day(day):
-                start, end = self._interval(day)
-                if end > t:
-                    yield start, end
+            interval = self._day(day)
+            if interval is not None and interval[1] > t:
+                yield interval
             day += timedelta(days=1)
         raise NeverOpenError(f"support is never open within {MAX_DAYS} days after {t.isoformat()}")
 
     def is_open(self, t: datetime) -> bool:
-        day = t.astimezone(self.timezone).date()
-        if not self.is_open_day(day):
-            return False
-        start, end = self._interval(day)
-        return start <= t < end
+        interval = self._day(t.astimezone(self.timezone).date())
+        return interval is not None and interval[0] <= t < interval[1]
 
     def next_open(self, t: datetime) -> datetime:
         """t itself when open, else the next moment support opens (UTC)."""

@@ -31,7 +31,7 @@ class MailSource(Protocol):
     def open(self) -> int:
         """Connect if needed, select the folder, return its UIDVALIDITY."""
 
-    def uids_after(self, last_uid: int) -> list[int]: ...
+    def uids_after(self, last_uid: int) -> Sequence[int]: ...
 
     def fetch(self, uids: Sequence[int]) -> Iterator[list[FetchedMail]]:
         """The messages in bounded batches, in UID order, without setting \\Seen."""
