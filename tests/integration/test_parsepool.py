@@ -80,15 +80,15 @@ class _Watched:
 
 
 @pytest.mark.parametrize("busy", [True, False])
-def test_the_daemon_parses_every_other_batch_when_the_worker_is_behind(
+def test_the_daemon_parses_a_share_of_the_batches_when_the_worker_is_behind(
     sqlite_url: str, dovecot: Dovecot, account: Account, busy: bool
 ) -> None:
-    """A worker still busy with the last batch (it also runs the outbox's lanes) gets the
-    next one only after the daemon parsed one itself; a worker that keeps up gets them
-    all. Either way every mail is stored once, in order."""
-    mails = [make_mail(message_id=f"<p{n}@x.example>", subject=f"Q{n}") for n in range(50)]
+    """A worker that keeps the daemon waiting (it also runs the outbox's lanes) gets fewer
+    batches: the daemon parses a rising share itself, after storing the batch before. A
+    worker that keeps up gets them all. Either way every mail is stored once, in order."""
+    mails = [make_mail(message_id=f"<p{n}@x.example>", subject=f"Q{n}") for n in range(60)]
     append(dovecot, account, *mails)
-    desk = make_desk(sqlite_url, dovecot, account, imap__batch_size=10)
+    desk = make_desk(sqlite_url, dovecot, account, imap__batch_size=3)
     assert desk.ingestor.parse_async is not None
     watched = _Watched(desk.ingestor.parse_async, busy)
     desk.ingestor.parse_async = watched
@@ -101,15 +101,16 @@ def test_the_daemon_parses_every_other_batch_when_the_worker_is_behind(
 
     desk.ingestor.parse_many = parse_here
     stats = run_once(desk)
-    assert stats.stored == 50 and stats.quarantined == 0
-    if busy:  # batches 1, 3, 5 to the worker; 2 and 4 parsed by the daemon
-        assert (len(watched.sent), len(here)) == (3, 2)
+    assert stats.stored == 60 and stats.quarantined == 0
+    assert len(watched.sent) + len(here) == 20
+    if busy:  # the share climbs to its cap; the worker still gets some
+        assert 5 <= len(here) <= 12 and watched.sent
     else:
-        assert (len(watched.sent), len(here)) == (5, 0)
+        assert here == []
     with desk.engine.connect() as conn:
         ids = conn.execute(
             select(MessageRow.message_id)
             .where(MessageRow.direction == "in")
             .order_by(MessageRow.id)
         ).scalars()
-        assert list(ids) == [f"<p{n}@x.example>" for n in range(50)]
+        assert list(ids) == [f"<p{n}@x.example>" for n in range(60)]

@@ -47,6 +47,34 @@ class ParseJob(Protocol):
 ParseAsync = Callable[[Sequence[bytes]], ParseJob]
 
 
+class ParseShare:
+    """Which batches the daemon parses itself while a worker parses the rest.
+
+    The worker also runs the outbox's lanes, so how much of the parsing it keeps up with
+    depends on the mail. The share parsed here rises by a step each time the worker's
+    batch kept the daemon waiting and falls by one each time it was ready; batches are
+    parsed here at that rate, spread evenly (an accumulator), never all of them.
+    """
+
+    STEP = 0.125
+    MOST = 0.75
+
+    def __init__(self) -> None:
+        self.share = 0.0
+        self._credit = 0.0
+
+    def observed(self, waited: bool) -> None:
+        step = self.STEP if waited else -self.STEP
+        self.share = min(self.MOST, max(0.0, self.share + step))
+
+    def here(self) -> bool:
+        self._credit += self.share
+        if self._credit >= 1.0:
+            self._credit -= 1.0
+            return True
+        return False
+
+
 class _Here:
     """A batch parsed in this process, when it is asked for."""
 
@@ -142,18 +170,19 @@ class Ingestor:
             log.info("%s: %d new message(s) after UID %d", source.key, len(uids), last_uid)
         # A pipeline: batch k is parsed (on the second core, with parse_async) while batch
         # k-1 is stored and batch k+1 fetched. Batches still commit one by one, in order.
-        # The two processes share the parsing: when the worker was still busy with the last
-        # batch (it also runs the outbox's lanes), the next one is parsed here, after the
-        # batch before it is stored; so the faster side takes more and neither waits long.
+        # The two processes share the parsing (ParseShare): a batch parsed here is parsed
+        # after the batch before it is stored, so the faster side takes more.
+        share = ParseShare()
         pending: tuple[list[FetchedMail], ParseJob] | None = None
         for batch in source.fetch(uids):
             if pending is None:
                 pending = (batch, self._start_parse(batch, here=False))
                 continue
             previous, job = pending
-            behind = not job.done()
+            if not isinstance(job, _Here):
+                share.observed(waited=not job.done())
             parsed = job()
-            pending = (batch, self._start_parse(batch, here=behind))
+            pending = (batch, self._start_parse(batch, here=share.here()))
             stats.add(self.ingest_batch(source.key, uidvalidity, previous, parsed))
             last_uid = previous[-1].uid
             if stop is not None and stop.is_set():
