@@ -7,12 +7,14 @@ own SAVEPOINT; a failure rolls back that message alone and stores it raw in quar
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from supportd.domain.autoreply import outgoing_message_id
 from supportd.domain.mail import Cursor, FetchedMail, ParsedMail, dedup_key
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 Parsed = list["ParsedMail | BaseException"]
 ParseMany = Callable[[Sequence[bytes]], Parsed]
+T = TypeVar("T")
 
 
 class ParseJob(Protocol):
@@ -73,6 +76,42 @@ class ParseShare:
             self._credit -= 1.0
             return True
         return False
+
+
+def prefetched(batches: Iterator[T]) -> Iterator[T]:
+    """`batches`, read one ahead on a thread of their own: the next FETCH (its round trip
+    and imapclient's parsing) happens while the daemon stores and commits the batch before
+    (issue 9: 8 % of the main thread's wall time waited for the IMAP server). In order;
+    an error of the fetch is raised here, where the batch would have been."""
+    ahead: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    halt = threading.Event()
+
+    def fetch() -> None:
+        try:
+            for batch in batches:
+                ahead.put(("batch", batch))
+                if halt.is_set():
+                    return
+            ahead.put(("end", None))
+        except BaseException as exc:  # handed to the reader, which raises it
+            ahead.put(("error", exc))
+
+    thread = threading.Thread(target=fetch, name="imap-fetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ahead.get()
+            if kind == "error":
+                raise value
+            if kind == "end":
+                return
+            yield value
+    finally:  # the reader stopped early: let the fetch thread finish its batch and end
+        halt.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.1)
+        thread.join()
 
 
 class _Here:
@@ -174,7 +213,7 @@ class Ingestor:
         # after the batch before it is stored, so the faster side takes more.
         share = ParseShare()
         pending: tuple[list[FetchedMail], ParseJob] | None = None
-        for batch in source.fetch(uids):
+        for batch in prefetched(source.fetch(uids)):
             if pending is None:
                 pending = (batch, self._start_parse(batch, here=False))
                 continue
