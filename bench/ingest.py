@@ -361,10 +361,17 @@ def main() -> None:
         if not args.postgres:
             print(f"database size: {(work / 'bench.db').stat().st_size / 1e6:.0f} MB")
         if args.compare:
+            before = busy_seconds()
             seconds = sequential(dovecot, account, args.n, sent, work)
+            busy = busy_seconds() - before
             print(
                 f"sequential pipeline (imapclient + compat32, then {sent} small messages over "
                 f"one SMTP connection): {seconds:.2f} s = {args.n / seconds:.0f} msg/s"
+            )
+            # What the yardstick itself keeps busy: its own process, Dovecot and the sink.
+            print(
+                f"  machine busy {busy:.1f} CPU-s in {seconds:.1f} s "
+                f"({busy / seconds:.2f} of {os.cpu_count()} cores)"
             )
             print(f"ratio supportd / sequential: {seconds / elapsed:.2f}")
     finally:
