@@ -20,6 +20,8 @@ import pytest
 from imapclient import IMAPClient
 
 from supportd.adapters.db.engine import make_engine
+from supportd.adapters.imap import ImapSource
+from supportd.config import settings_from_dict
 from tests.conftest import desk_config, write_toml
 from tests.support.desk import append, incoming, make_desk
 from tests.support.dovecot import Account, Dovecot
@@ -307,3 +309,27 @@ def test_a_burst_appended_while_busy_is_stored_without_waiting_for_a_poll(
         assert took is not None, f"{count()} of 61 stored\n{daemon.text()}"
     finally:
         daemon.stop()
+
+
+def test_a_folder_recreated_between_two_polls_is_noticed_by_a_live_session(
+    sqlite_url: str, dovecot: Dovecot, account: Account
+) -> None:
+    """Dovecot keeps a session on its view of a folder deleted and recreated quickly
+    (NOOP succeeds, and STATUS from that session gives the old UIDVALIDITY): the new
+    folder's mail, under UIDs the old one had used, was never fetched. The check goes
+    through a second session with no folder selected."""
+    with IMAPClient("127.0.0.1", port=dovecot.port, ssl=False) as client:
+        client.login(account.username, account.password)
+        client.create_folder("Support")
+        client.append("Support", make_mail(message_id="<old@x.example>"))
+    settings = settings_from_dict(desk_config(sqlite_url, account, dovecot.port))
+    source = ImapSource(settings.imap.model_copy(update={"folder": "Support"}))
+    try:
+        before = source.open()
+        assert list(source.uids_after(0)) == [1]
+        recreate_with(dovecot, account, "Support", make_mail(message_id="<new@x.example>"))
+        after = source.open()
+        assert after != before
+        assert list(source.uids_after(0)) == [1]  # the new folder's first mail
+    finally:
+        source.close()

@@ -68,6 +68,7 @@ class ImapSource:
         self.last_seen_uid = 0  # highest UID handed out by uids_after
         self.processed_folder = settings.processed_folder  # with the namespace prefix applied
         self._refused_archive = False
+        self.watcher: IMAPClient | None = None  # a second session, no folder selected
 
     @property
     def key(self) -> str:
@@ -164,9 +165,19 @@ class ImapSource:
         return self.uidvalidity
 
     def _status_uidvalidity(self) -> int:
-        client = self._client()
+        """The folder's UIDVALIDITY as a second session, with no folder selected, sees it.
+
+        The selected session's own STATUS is not enough: Dovecot (Maildir) answers it from
+        that session's view of the old folder, so a folder deleted and recreated between
+        two polls looked unchanged, and the new folder's mail, under UIDs the old one had
+        used, was never fetched. Cyrus keeps a stale session the same way. The watcher
+        stays logged in beside the main session (servers allow several per user).
+        """
+        self._client()
         try:
-            status = client.folder_status(self.settings.folder, [b"UIDVALIDITY"])
+            if self.watcher is None:
+                self.watcher = self.connect()
+            status = self.watcher.folder_status(self.settings.folder, [b"UIDVALIDITY"])
         except imap_exc.IMAPClientAbortError as exc:
             raise self._error("STATUS", exc) from exc
         except imaplib.IMAP4.error as exc:  # NO: the folder is gone
@@ -426,6 +437,9 @@ class ImapSource:
         if self.client is not None:
             _quiet_close(self.client)
             self.client = None
+        if self.watcher is not None:
+            _quiet_close(self.watcher)
+            self.watcher = None
 
 
 def _keepalive(client: IMAPClient) -> None:
