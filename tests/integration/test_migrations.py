@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
@@ -75,5 +77,27 @@ def test_postgresql_compresses_stored_mail_with_lz4(pg_url: str) -> None:
         schema.downgrade(engine, "0007")
         with engine.connect() as conn:
             assert list(conn.execute(query)) == [("raw", "p"), ("text", "p")]
+    finally:
+        engine.dispose()
+
+
+def test_the_outbox_claim_reads_its_row_from_the_index_without_sorting(pg_url: str) -> None:
+    """A batch's rows share one next_attempt_at, and the claim (ORDER BY next_attempt_at,
+    id LIMIT 1 FOR UPDATE SKIP LOCKED) sorted all of them for every mail sent (issue 9)."""
+    from supportd.adapters.db.outbox import _CLAIM
+    from tests.support.outbox import queue_rows
+
+    engine = make_engine(pg_url)
+    try:
+        schema.upgrade(engine)
+        queue_rows(engine, 50, datetime.now(UTC) - timedelta(seconds=1))
+        with engine.connect() as conn:
+            conn.execute(text("SET enable_seqscan = off"))  # a tiny table: use the index
+            plan = "\n".join(
+                conn.execute(
+                    text("EXPLAIN " + _CLAIM.replace("?", ":now")), {"now": datetime.now(UTC)}
+                ).scalars()
+            )
+        assert "ix_outbox_due" in plan and "Sort" not in plan, plan
     finally:
         engine.dispose()

@@ -203,7 +203,7 @@ class OutboxItem(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_due", "status", "next_attempt_at"),
+        Index("ix_outbox_due", "status", "next_attempt_at", "id"),  # the claim order
         Index("ix_outbox_recipient", "recipients", "kind", "created_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
