@@ -300,25 +300,17 @@ class ChunkPlan:
         """Outbox rows and their copies on the ticket, in the ticket change's transaction."""
         if not self.outgoing:
             return
-        ids = self.store.insert_outbox(
-            [
-                QueuedMail(
-                    None if o.ticket is None else real(o.ticket),
-                    o.kind,
-                    o.sender,
-                    o.recipient,
-                    self.now,
-                )
-                for o in self.outgoing
-            ]
-        )
-        finished: list[tuple[int, str, Payload]] = []
+        ids = self.store.outbox_ids(len(self.outgoing))
+        rows: list[tuple[int, QueuedMail, str, Payload]] = []
         copies: list[OutgoingCopy] = []
         for row_id, o in zip(ids, self.outgoing, strict=True):
             message_id = self.message_id_for(row_id)
             number = 0 if o.ticket is None else real(o.ticket)
             subject, text, payload = o.build(number, message_id)
-            finished.append((row_id, message_id, payload))
+            queued = QueuedMail(
+                None if o.ticket is None else number, o.kind, o.sender, o.recipient, self.now
+            )
+            rows.append((row_id, queued, message_id, payload))
             if o.ticket is not None:
                 copies.append(
                     OutgoingCopy(
@@ -333,5 +325,5 @@ class ChunkPlan:
                         self.now,
                     )
                 )
-        self.store.finish_outbox(finished)
+        self.store.insert_outbox(rows)
         self.store.insert_copies(copies)

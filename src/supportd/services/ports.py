@@ -146,11 +146,13 @@ class TicketStore(Protocol):
     def add_suppressions(self, rows: Sequence[tuple[str, datetime, str]], now: datetime) -> None:
         """(address, until, reason): no automatic mail to these addresses until then."""
 
-    def insert_outbox(self, mails: Sequence[QueuedMail]) -> list[int]:
-        """Queue outgoing mail; the rows' ids, in order."""
+    def outbox_ids(self, count: int) -> list[int]:
+        """Ids for `count` new outbox rows, increasing, never handed out before (their
+        Message-IDs derive from them, so each mail is written once, in its INSERT)."""
 
-    def finish_outbox(self, rows: Sequence[tuple[int, str, Payload]]) -> None:
-        """Set (row id, Message-ID, raw message or intent) once the mail is composed."""
+    def insert_outbox(self, rows: Sequence[tuple[int, QueuedMail, str, Payload]]) -> None:
+        """Queue outgoing mail: (row id from outbox_ids, the row, its Message-ID, its raw
+        message or intent)."""
 
     def quarantine(
         self, fetched: FetchedMail, *, mailbox: str, uidvalidity: int, error: str, now: datetime
