@@ -17,6 +17,7 @@ from supportd.adapters.db.models import (
 )
 from supportd.adapters.db.store import Statistics
 from supportd.adapters.db.views import list_tickets, show_ticket
+from supportd.bootstrap import build_source
 from supportd.entrypoints.daemon import Runner
 from supportd.errors import LoginError, MailboxError
 from tests.support.desk import append, count, imap, incoming, make_desk, run_once
@@ -373,3 +374,28 @@ def test_outgoing_mail_is_written_once_in_its_insert_with_its_row_signed_message
         assert message_id == desk.ingestor.message_id(row_id)
         assert raw == b"" or f"Message-ID: {message_id}".encode() in raw
     assert len([raw for _, _, raw in rows if raw]) == 3
+
+
+def test_a_failing_batch_leaves_no_fetch_thread_on_the_mailbox(
+    sqlite_url: str, dovecot: Dovecot, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next batch is fetched on a thread of its own; when storing a batch fails, that
+    thread has finished with the IMAP session before the error reaches the runner (which
+    closes and reopens the session)."""
+    append(dovecot, account, *[make_mail(message_id=f"<f{n}@x.example>") for n in range(30)])
+    desk = make_desk(sqlite_url, dovecot, account, imap__batch_size=5)
+    calls = []
+
+    def failing(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(desk.ingestor, "ingest_batch", failing)
+    source = build_source(desk.settings)
+    try:
+        with pytest.raises(RuntimeError, match="went away"):
+            desk.ingestor.drain(source)
+        assert calls == [1]
+        assert not [t for t in threading.enumerate() if t.name == "imap-fetch"]
+    finally:
+        source.close()

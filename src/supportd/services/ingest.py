@@ -11,7 +11,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -78,7 +78,7 @@ class ParseShare:
         return False
 
 
-def prefetched(batches: Iterator[T]) -> Iterator[T]:
+def prefetched(batches: Iterator[T]) -> Generator[T, None, None]:
     """`batches`, read one ahead on a thread of their own: the next FETCH (its round trip
     and imapclient's parsing) happens while the daemon stores and commits the batch before
     (issue 9: 8 % of the main thread's wall time waited for the IMAP server). In order;
@@ -213,20 +213,24 @@ class Ingestor:
         # after the batch before it is stored, so the faster side takes more.
         share = ParseShare()
         pending: tuple[list[FetchedMail], ParseJob] | None = None
-        for batch in prefetched(source.fetch(uids)):
-            if pending is None:
-                pending = (batch, self._start_parse(batch, here=False))
-                continue
-            previous, job = pending
-            if not isinstance(job, _Here):
-                share.observed(waited=not job.done())
-            parsed = job()
-            pending = (batch, self._start_parse(batch, here=share.here()))
-            stats.add(self.ingest_batch(source.key, uidvalidity, previous, parsed))
-            last_uid = previous[-1].uid
-            if stop is not None and stop.is_set():
-                pending = None
-                break
+        batches = prefetched(source.fetch(uids))
+        try:
+            for batch in batches:
+                if pending is None:
+                    pending = (batch, self._start_parse(batch, here=False))
+                    continue
+                previous, job = pending
+                if not isinstance(job, _Here):
+                    share.observed(waited=not job.done())
+                parsed = job()
+                pending = (batch, self._start_parse(batch, here=share.here()))
+                stats.add(self.ingest_batch(source.key, uidvalidity, previous, parsed))
+                last_uid = previous[-1].uid
+                if stop is not None and stop.is_set():
+                    pending = None
+                    break
+        finally:  # the fetch thread is done with the mailbox before anyone else uses it
+            batches.close()
         if pending is not None:
             stats.add(self.ingest_batch(source.key, uidvalidity, pending[0], pending[1]()))
             last_uid = pending[0][-1].uid
