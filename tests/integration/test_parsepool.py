@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -12,6 +14,7 @@ from sqlalchemy import select
 from supportd.adapters.db.models import MessageRow
 from supportd.adapters.parsepool import ParseFailure, ParsePool, parse_serial
 from supportd.domain.mail import ParsedMail
+from supportd.errors import ConfigError
 from supportd.services.ingest import ParseJob
 from tests.support.desk import append, make_desk, run_once
 from tests.support.dovecot import Account, Dovecot
@@ -114,3 +117,44 @@ def test_the_daemon_parses_a_share_of_the_batches_when_the_worker_is_behind(
             .order_by(MessageRow.id)
         ).scalars()
         assert list(ids) == [f"<p{n}@x.example>" for n in range(60)]
+
+
+def test_a_worker_that_cannot_parse_never_leaves_the_daemon_waiting() -> None:
+    """An error in the worker's parsing (here: its model file is missing) ends the worker;
+    the daemon sees the end of its socket and parses the batch itself, where the error
+    is raised with its name instead of a wait without end."""
+    pool = ParsePool(1, model="/nonexistent/classifier.json")
+    outcome: list[BaseException | object] = []
+
+    def parse() -> None:
+        try:
+            outcome.append(pool.parse_async([make_mail(message_id="<m@x>")])())
+        except BaseException as exc:  # what the daemon would see
+            outcome.append(exc)
+
+    try:
+        thread = threading.Thread(target=parse, daemon=True)
+        thread.start()
+        thread.join(30)
+        assert not thread.is_alive(), "the daemon is still waiting for the worker"
+        [result] = outcome
+        assert isinstance(result, ConfigError) and "classification.model" in str(result)
+    finally:
+        pool.close()
+
+
+def test_the_worker_waits_for_the_daemon_when_systemd_signals_the_whole_group() -> None:
+    """systemd's stop sends SIGTERM to every process of the service: the worker ignores it
+    (its lanes would die mid-mail) and ends when the daemon closes its end."""
+    pool = ParsePool(1)
+    try:
+        assert pool._alive()
+        [pid] = pool.worker_pids()
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert pool.worker_pids() == [pid] and len(pool.parse_async([make_mail()])()) == 1
+    finally:
+        pool.close()
+    assert pool.worker_pids() == []
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)

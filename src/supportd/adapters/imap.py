@@ -175,9 +175,7 @@ class ImapSource:
         """
         self._client()
         try:
-            if self.watcher is None:
-                self.watcher = self.connect()
-            status = self.watcher.folder_status(self.settings.folder, [b"UIDVALIDITY"])
+            status = self._watcher_status()
         except imap_exc.IMAPClientAbortError as exc:
             raise self._error("STATUS", exc) from exc
         except imaplib.IMAP4.error as exc:  # NO: the folder is gone
@@ -189,6 +187,21 @@ class ImapSource:
         except _NETWORK_ERRORS as exc:
             raise self._error("STATUS", exc) from exc
         return int(status.get(b"UIDVALIDITY", 0))
+
+    def _watcher_status(self) -> dict[bytes, Any]:
+        """STATUS from the watcher; one that idled past the server's autologout (polling
+        without IDLE, a long poll_interval) is logged in again once, before it counts."""
+        fresh = self.watcher is None
+        if self.watcher is None:
+            self.watcher = self.connect()
+        try:
+            return dict(self.watcher.folder_status(self.settings.folder, [b"UIDVALIDITY"]))
+        except (imap_exc.IMAPClientAbortError, OSError, EOFError):  # not a NO: that counts
+            if fresh:
+                raise
+            _quiet_close(self.watcher)
+            self.watcher = self.connect()
+            return dict(self.watcher.folder_status(self.settings.folder, [b"UIDVALIDITY"]))
 
     def resolve_folder(self, name: str) -> str:
         """`name` under the server's personal namespace (Cyrus: "Processed" is INBOX.Processed).

@@ -89,7 +89,13 @@ class _Worker:
         self.ready = False
         self.dead = False
         self.drained = 0
-        self.wire.send(("init", init))
+        try:
+            self.wire.send(("init", init))
+        except Closed as exc:  # it died at once: reap it, and say so as a dead worker does
+            self.process.kill()
+            self.process.wait()
+            self.wire.close()
+            raise WorkerGone(f"the parse worker died at start: {exc}") from exc
         threading.Thread(target=self._read, name="worker-wire", daemon=True).start()
 
     def _read(self) -> None:
@@ -220,7 +226,7 @@ class ParsePool:
         """Whether a worker answers (started, initialised, its sender thread running)."""
         try:
             worker = self._worker()
-        except OSError:
+        except (OSError, WorkerGone):
             return False
         worker.wait(lambda: worker.ready, timeout)  # still starting after that: alive
         if worker.dead:
@@ -252,7 +258,7 @@ class ParsePool:
                 worker.send(("allow", False))
             self._drains += 1
             started = time.monotonic()
-            self._drain(worker, self._drains)
+            self._drain(worker, self._drains, allowed)
             waited = time.monotonic() - started
             # Every cycle of the daemon ends here: a line only when the wait was noticeable.
             log.log(
@@ -262,10 +268,12 @@ class ParsePool:
             )
             worker.send(("allow", False))
 
-    def _drain(self, worker: _Worker, seq: int) -> None:
-        """Wait until the worker has sent everything due (or is gone)."""
+    def _drain(self, worker: _Worker, seq: int, allowed: Callable[[], bool]) -> None:
+        """Wait until the worker has sent everything due (or is gone). Each second it is
+        told again whether it may send: ownership lost meanwhile stops its lanes."""
         worker.send(("drain", seq))
-        worker.wait(lambda: worker.drained >= seq, timeout=None)
+        while not worker.wait(lambda: worker.drained >= seq, timeout=1.0):
+            worker.send(("allow", allowed()))
         if worker.dead:
             log.warning("the worker's sender is gone; the daemon sends what is left")
 

@@ -21,6 +21,7 @@ the daemon's own sender (the periodic send_due after each cycle) sends them.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -85,15 +86,19 @@ class SenderHost:
 
     def _serve(self) -> None:
         spec = self.spec
-        sender = OutboxSender(
-            OutboxConnections(spec.database).transaction,
-            SmtpTransport(spec.smtp),
-            _utcnow,
-            give_up_after=timedelta(seconds=spec.give_up_after),
-            batch_size=spec.batch_size,
-            connections=spec.connections,
-            render=spec.team_mail.build().render,
-        )
+        try:
+            sender = OutboxSender(
+                OutboxConnections(spec.database).transaction,
+                SmtpTransport(spec.smtp),
+                _utcnow,
+                give_up_after=timedelta(seconds=spec.give_up_after),
+                batch_size=spec.batch_size,
+                connections=spec.connections,
+                render=spec.team_mail.build().render,
+            )
+        except Exception:  # no sender here: the worker exits, the daemon sends itself
+            log.exception("outbox (worker): cannot start the sender; exiting")
+            os._exit(1)
         sender.allowed = self.allowed.is_set
         while True:
             drains: list[int] = []

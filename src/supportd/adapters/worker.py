@@ -58,6 +58,11 @@ def _parse_jobs(jobs: queue.Queue[tuple[int, list[bytes]]], wire: Wire, init: An
             wire.send(("parsed", job, parse_serial(raws, init["rules"], init["model"])))
         except Closed:
             return
+        except Exception:  # (a model file that cannot be read, a result that cannot be
+            # pickled): a worker that cannot parse must not leave the daemon waiting for
+            # an answer. It exits; the daemon sees the end of stream and parses itself.
+            log.exception("supportd worker: cannot parse a batch; exiting")
+            os._exit(1)
 
 
 def serve(wire: Wire) -> None:
@@ -65,6 +70,10 @@ def serve(wire: Wire) -> None:
     if kind != "init":
         raise SystemExit(f"supportd worker: expected init, got {kind!r}")
     _die_with_parent(init["parent"])
+    # systemd's stop signals the whole cgroup: the worker waits for the daemon instead,
+    # which stops after its batch and closes its end; then the lanes finish their rows.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_malloc_arenas()  # before the lanes' threads
     logging.basicConfig(level=init["log_level"], format=init["log_format"])
     sender = None

@@ -90,6 +90,7 @@ def prefetched(batches: Iterator[T]) -> Generator[T, None, None]:
         try:
             for batch in batches:
                 ahead.put(("batch", batch))
+                ahead.join()  # the next FETCH only once the reader has this one: one ahead
                 if halt.is_set():
                     return
             ahead.put(("end", None))
@@ -101,6 +102,7 @@ def prefetched(batches: Iterator[T]) -> Generator[T, None, None]:
     try:
         while True:
             kind, value = ahead.get()
+            ahead.task_done()
             if kind == "error":
                 raise value
             if kind == "end":
@@ -111,6 +113,7 @@ def prefetched(batches: Iterator[T]) -> Generator[T, None, None]:
         while thread.is_alive():
             with contextlib.suppress(queue.Empty):
                 ahead.get(timeout=0.1)
+                ahead.task_done()
         thread.join()
 
 

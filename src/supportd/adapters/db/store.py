@@ -266,12 +266,16 @@ class Statistics:
                 conn.commit()
             if self.inserted < max(self.FLOOR, self.known):
                 return
+            # Never held up behind a long lock (an autovacuum, a migration): next time.
+            conn.execute(text("SET LOCAL lock_timeout = '2s'"))
             conn.execute(text("ANALYZE " + ", ".join(self.TABLES)))
             conn.commit()
         except DBAPIError as exc:
             conn.rollback()
-            self.enabled = False
-            log.warning("cannot ANALYZE the desk's tables (%s); autovacuum will", exc.orig)
+            with self._lock:  # tried again once as many rows more have come
+                self.known = (self.known or 0.0) + self.inserted
+                self.inserted = 0
+            log.warning("cannot ANALYZE the desk's tables now (%s); trying later", exc.orig)
             return
         with self._lock:
             self.known += self.inserted
