@@ -244,7 +244,6 @@ class ImapSource:
         # Kept while the backlog drains: 8 bytes a UID in an array, not 36 as a list of
         # ints (issue 9: the daemon's peak grew 4.5 MiB from 10,000 to 50,000 mails).
         new = array("Q", sorted(uid for uid in found if uid > last_uid))
-        del found
         self.last_seen_uid = new[-1] if new else last_uid
         return new
 

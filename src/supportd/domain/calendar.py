@@ -33,21 +33,23 @@ class BusinessCalendar:
     holidays: Container[date] = field(default_factory=_no_holidays)
     closed_dates: frozenset[date] = frozenset()
     extra_open_dates: frozenset[date] = frozenset()
+    # day -> its opening interval in UTC, or None when closed. The calendar is data that
+    # never changes, and every due time walks the same few days: working them out once
+    # (time zone arithmetic, a holidays lookup) took a twentieth of the daemon's CPU under
+    # a backlog (issue 9).
+    _days: dict[date, tuple[datetime, datetime] | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.closes <= self.opens:
             raise ValueError(f"closing time {self.closes} is not after opening time {self.opens}")
-        # day -> its opening interval in UTC, or None when closed. The calendar is data
-        # that never changes, and every due time walks the same few days: working them out
-        # once (time zone arithmetic, a holidays lookup) took a twentieth of the daemon's
-        # CPU under a backlog (issue 9).
-        object.__setattr__(self, "_days", {})
 
     def is_open_day(self, day: date) -> bool:
         return self._day(day) is not None
 
     def _day(self, day: date) -> tuple[datetime, datetime] | None:
-        days: dict[date, tuple[datetime, datetime] | None] = self._days  # type: ignore[attr-defined]
+        days = self._days
         if day in days:
             return days[day]
         if len(days) >= 10_000:  # bounded, whatever is asked about

@@ -100,9 +100,6 @@ _TICKETS_BY_PARENT = (
     .where(_messages.c.parent_message_id.in_(bindparam("ids", expanding=True)))
     .order_by(_messages.c.id.desc())
 )
-_PARTICIPANTS = select(_participants.c.address).where(
-    _participants.c.ticket_number == bindparam("ticket")
-)
 _REQUESTER = select(_tickets.c.requester).where(_tickets.c.number == bindparam("ticket"))
 _STATE = select(
     _tickets.c.number,
@@ -122,7 +119,6 @@ _STATE = select(
     _tickets.c.clock_paused_since,
     _tickets.c.escalation_level,
 )
-_TICKET_STATE = _STATE.where(_tickets.c.number == bindparam("ticket"))
 _TICKET_STATES = _STATE.where(_tickets.c.number.in_(bindparam("tickets", expanding=True)))
 _PARTICIPANTS_MANY = select(_participants.c.ticket_number, _participants.c.address).where(
     _participants.c.ticket_number.in_(bindparam("tickets", expanding=True))
@@ -244,18 +240,14 @@ class Statistics:
         self._lock = threading.Lock()
         self.inserted = 0
         self.known: float | None = None  # rows the last statistics knew of (None: unread)
-        self.enabled = True
-        self.runs = 0
 
     def added(self, rows: int) -> None:
         with self._lock:
             self.inserted += rows
 
     def after_commit(self, conn: Connection) -> None:
-        if not self.enabled or self.inserted < self.FLOOR:
-            return
-        if conn.dialect.name != "postgresql":
-            self.enabled = False  # SQLite plans from its indexes without statistics
+        # SQLite plans from its indexes without statistics.
+        if self.inserted < self.FLOOR or conn.dialect.name != "postgresql":
             return
         try:
             if self.known is None:
@@ -280,7 +272,6 @@ class Statistics:
         with self._lock:
             self.known += self.inserted
             self.inserted = 0
-            self.runs += 1
 
 
 class SqlTicketStore:
@@ -380,14 +371,13 @@ class SqlTicketStore:
         return found
 
     def participants(self, ticket: int) -> frozenset[str]:
-        return frozenset(self.conn.execute(_PARTICIPANTS, {"ticket": ticket}).scalars())
+        return self.participants_many([ticket]).get(ticket, frozenset())
 
     def requester(self, ticket: int) -> str:
         return str(self.conn.execute(_REQUESTER, {"ticket": ticket}).scalar_one())
 
     def ticket_state(self, ticket: int) -> TicketState | None:
-        row = self.conn.execute(_TICKET_STATE, {"ticket": ticket}).first()
-        return state_from(row) if row is not None else None
+        return self.ticket_states([ticket]).get(ticket)
 
     def ticket_states(self, tickets: Sequence[int]) -> dict[int, TicketState]:
         found: dict[int, TicketState] = {}
