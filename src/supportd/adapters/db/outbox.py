@@ -11,7 +11,7 @@ server says 250, and the table follows in groups: the ingest transaction holds S
 write lock most of the time during a backlog, and lanes waiting for it to mark each row
 spent 50 s waiting over a 5,000-mail drain.
 
-The columns and their storage formats are those of models.OutboxItem (SQLite keeps a
+The columns and their storage formats are those of tables.outbox (SQLite keeps a
 datetime as naive-UTC text "YYYY-MM-DD HH:MM:SS.ffffff", the format SQLAlchemy writes, so
 the two compare as strings); tests/integration/test_outbox_store.py holds them together.
 """

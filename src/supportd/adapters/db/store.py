@@ -12,12 +12,11 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
     Engine,
-    Table,
     bindparam,
     delete,
     func,
@@ -28,16 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 
-from supportd.adapters.db.models import (
-    DuplicateDelivery,
-    MailboxState,
-    MessageRow,
-    OutboxItem,
-    Participant,
-    QuarantineItem,
-    Suppression,
-    Ticket,
-)
+from supportd.adapters.db import tables
 from supportd.domain.mail import Address, Cursor, FetchedMail, QuarantinedMail
 from supportd.domain.team import TicketState
 from supportd.errors import FencedError
@@ -50,14 +40,14 @@ from supportd.services.records import (
     QueuedMail,
 )
 
-_tickets = cast(Table, Ticket.__table__)
-_messages = cast(Table, MessageRow.__table__)
-_participants = cast(Table, Participant.__table__)
-_mailboxes = cast(Table, MailboxState.__table__)
-_quarantine = cast(Table, QuarantineItem.__table__)
-_duplicates = cast(Table, DuplicateDelivery.__table__)
-_outbox = cast(Table, OutboxItem.__table__)
-_suppressions = cast(Table, Suppression.__table__)
+_tickets = tables.tickets
+_messages = tables.messages
+_participants = tables.participants
+_mailboxes = tables.mailbox_state
+_quarantine = tables.quarantine
+_duplicates = tables.duplicate_deliveries
+_outbox = tables.outbox
+_suppressions = tables.suppressions
 
 _GET_CURSOR = select(_mailboxes.c.uidvalidity, _mailboxes.c.last_uid).where(
     _mailboxes.c.mailbox == bindparam("mb")
