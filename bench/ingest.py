@@ -315,7 +315,7 @@ def main() -> None:
             print(result.stderr)
             raise SystemExit(1)
         for line in result.stderr.splitlines():
-            if "outbox" in line:
+            if "outbox" in line or line.startswith("XP "):
                 print("daemon:", line.split(": ", 1)[-1])
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         sent, sent_bytes = sink.stop()

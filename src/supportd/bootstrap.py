@@ -93,14 +93,15 @@ def build_calendar(hours: HoursSettings) -> BusinessCalendar:
     """The business calendar, with the public holidays of the `holidays` package.
 
     `holidays` is the maintained source of public holidays for 150+ countries (with
-    subdivisions); the dates are expanded lazily per year as the calendar asks.
+    subdivisions); the dates are expanded lazily per year as the calendar asks. Only the
+    configured country's module is loaded (adapters/publicholidays).
     """
-    import holidays
+    from supportd.adapters.publicholidays import country_holidays
 
     public: object = frozenset()
     if hours.holidays_country:
         try:
-            public = holidays.country_holidays(
+            public = country_holidays(
                 hours.holidays_country, subdiv=hours.holidays_subdivision or None
             )
         except NotImplementedError:
