@@ -120,11 +120,16 @@ def tree_rss_kib(pid: int, cpu: dict[int, tuple[str, float, int]] | None = None)
     """Resident memory of a process and its children, from /proc (KiB); with `cpu`, also
     records each process's name, CPU seconds and peak resident memory (KiB) so far."""
     total = 0
-    pids = [pid]
+    pids: list[tuple[int, bytes]] = [(pid, b"")]
     tick = os.sysconf("SC_CLK_TCK")
     while pids:
-        current = pids.pop()
+        current, parent_cmdline = pids.pop()
         try:
+            cmdline = Path(f"/proc/{current}/cmdline").read_bytes()
+            if cmdline == parent_cmdline:
+                # Forked, not yet exec'd (Popen's vfork): its RSS is its parent's memory, not
+                # more of it. Summed, it once counted the daemon twice (167 MiB for 148).
+                continue
             status = Path(f"/proc/{current}/status").read_text()
             fields = {
                 line.split(":")[0]: line.split()[1]
@@ -134,11 +139,11 @@ def tree_rss_kib(pid: int, cpu: dict[int, tuple[str, float, int]] | None = None)
             total += int(fields["VmRSS"])
             if cpu is not None:
                 stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-                cmdline = Path(f"/proc/{current}/cmdline").read_bytes().split(b"\0")
-                name = " ".join(a.decode()[-40:] for a in cmdline[1:4])
+                args = cmdline.split(b"\0")
+                name = " ".join(a.decode()[-40:] for a in args[1:4])
                 cpu[current] = (name, (int(stat[11]) + int(stat[12])) / tick, int(fields["VmHWM"]))
             for task in Path(f"/proc/{current}/task").iterdir():
-                pids.extend(int(c) for c in (task / "children").read_text().split())
+                pids.extend((int(c), cmdline) for c in (task / "children").read_text().split())
         except (OSError, StopIteration, ValueError, KeyError):  # a process that just ended
             continue
     return total
@@ -315,7 +320,7 @@ def main() -> None:
             print(result.stderr)
             raise SystemExit(1)
         for line in result.stderr.splitlines():
-            if "outbox" in line or line.startswith("XP "):
+            if "outbox" in line:
                 print("daemon:", line.split(": ", 1)[-1])
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         sent, sent_bytes = sink.stop()
