@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
-from supportd.adapters.compose import Composer, FaqEntry, FaqIndex, defaults_dir
+from hypothesis import given
+from hypothesis import strategies as st
+
+from supportd.adapters.compose import (
+    _STOP,
+    _WORD,
+    Composer,
+    FaqEntry,
+    FaqIndex,
+    defaults_dir,
+    query_words,
+)
 from supportd.bootstrap import describe_hours
 from supportd.config import HoursSettings
 from supportd.domain.acknowledgement import AckContext, SupportHours, form_customer
@@ -166,3 +177,30 @@ def test_faq_ranking_reads_the_first_64_distinct_words_only() -> None:
     filler = " ".join(f"word{chr(97 + n // 26)}{chr(97 + n % 26)}" for n in range(63))
     assert index.top(f"the the and {filler} {filler} payroll") != []  # 64th distinct
     assert index.top(f"{filler} extra payroll") == []  # 65th distinct
+
+
+def _words_by_definition(text: str, limit: int = 64) -> list[str]:
+    distinct = dict.fromkeys(_WORD.findall(text.lower()))
+    return [w for w in distinct if w not in _STOP][:limit]
+
+
+@given(
+    st.lists(
+        st.sampled_from(["install", "the", "Ünïcode", "ΣΑΣ", "İstanbul", "don't", "a.b", "x1y"])
+        | st.text(min_size=0, max_size=12),
+        max_size=200,
+    ),
+    st.sampled_from([" ", "\n", "\t", " \u00a0", "\u2028", ", ", "-"]),
+    st.integers(min_value=1, max_value=70),
+)
+def test_query_words_are_the_first_distinct_words_of_the_text(
+    tokens: list[str], separator: str, limit: int
+) -> None:
+    text = separator.join(tokens)
+    assert query_words(text, limit) == _words_by_definition(text, limit)
+
+
+def test_query_words_stop_at_the_limit() -> None:
+    text = " ".join(f"word{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(500))
+    assert len(query_words(text)) == 64
+    assert query_words(text)[:2] == ["wordaa", "wordba"]

@@ -146,6 +146,22 @@ class FaqEntry:
     url: str = ""
 
 
+def query_words(text: str, limit: int = 64) -> list[str]:
+    """The first `limit` distinct words of `text` (lower case, 3+ letters, no stop words),
+    in order. A word never spans whitespace, so the words of the distinct whitespace-
+    separated tokens, in order, are the words of the text: the regular expression runs
+    over each distinct token once, and stops at `limit` (issue 9: the whole 5,000
+    characters through the expression cost 100 us of each acknowledgement's 230)."""
+    found: dict[str, None] = {}
+    for token in dict.fromkeys(text.lower().split()):
+        for word in _WORD.findall(token):
+            if word not in found and word not in _STOP:
+                found[word] = None
+                if len(found) == limit:
+                    return list(found)
+    return list(found)
+
+
 class FaqIndex:
     """FAQ entries ranked against a mail's words with BM25 (SQLite FTS5)."""
 
@@ -188,11 +204,7 @@ class FaqIndex:
     def top(self, text: str, limit: int = 3) -> list[FaqEntry]:
         if not self.entries:
             return []
-        # The first 64 distinct words, in order. findall and dict.fromkeys do in C what a
-        # loop over finditer did in Python: 180 -> 125 us per acknowledgement (issue 9).
-        distinct = dict.fromkeys(_WORD.findall(text.lower()))
-        words = [w for w in distinct if w not in _STOP][:64]
-        terms = [w for w in words if self._in_index(w)]
+        terms = [w for w in query_words(text) if self._in_index(w)]
         if not terms:
             return []
         query = " OR ".join(f'"{w}"' for w in terms)
