@@ -1,0 +1,59 @@
+"""UTCDateTime: the text SQLite holds is SQLAlchemy's own DATETIME text, whatever the zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    create_engine,
+    insert,
+    select,
+    text,
+)
+from sqlalchemy.exc import StatementError
+
+from supportd.adapters.db.tables import UTCDateTime
+
+_md = MetaData()
+_t = Table(
+    "t",
+    _md,
+    Column("id", Integer, primary_key=True),
+    Column("utc", UTCDateTime),
+    Column("plain", DateTime),
+)
+_engine = create_engine("sqlite://")
+_md.create_all(_engine)
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=6)), timezone(-timedelta(hours=11, minutes=30))]
+        ),
+    )
+)
+def test_sqlite_text_is_sqlalchemys_datetime_text(value: datetime) -> None:
+    with _engine.begin() as conn:
+        conn.execute(_t.delete())
+        conn.execute(
+            insert(_t), {"utc": value, "plain": value.astimezone(UTC).replace(tzinfo=None)}
+        )
+        stored, expected = conn.execute(text("SELECT utc, plain FROM t")).one()
+        assert stored == expected
+        assert conn.execute(select(_t.c.utc)).scalar_one() == value  # aware, same instant
+
+
+def test_a_naive_datetime_is_refused() -> None:
+    with _engine.begin() as conn, pytest.raises(StatementError, match="naive datetime"):
+        conn.execute(insert(_t), {"utc": datetime(2026, 12, 7, 10, 0)})
