@@ -57,3 +57,13 @@ def test_sqlite_text_is_sqlalchemys_datetime_text(value: datetime) -> None:
 def test_a_naive_datetime_is_refused() -> None:
     with _engine.begin() as conn, pytest.raises(StatementError, match="naive datetime"):
         conn.execute(insert(_t), {"utc": datetime(2026, 12, 7, 10, 0)})
+
+
+def test_every_orm_class_declares_exactly_its_tables_columns() -> None:
+    from supportd.adapters.db import models
+
+    classes = [c for c in models.Base.registry.mappers]
+    assert {m.local_table.name for m in classes} == set(models.Base.metadata.tables)
+    for mapper in classes:
+        declared = set(mapper.class_.__annotations__)
+        assert declared == set(mapper.local_table.columns.keys()), mapper.class_.__name__
