@@ -25,22 +25,21 @@ def country_holidays(code: str, subdiv: str | None = None) -> Any:
     asked. Raises NotImplementedError for a code the package does not know."""
     import holidays
 
-    entity = _single_country(code.strip().upper())
+    entity = _single_country(Path(holidays.__file__).parent, code.strip().upper())
     if entity is not None:
         return entity(subdiv=subdiv)
     return holidays.country_holidays(code, subdiv=subdiv)
 
 
-def _single_country(code: str) -> Any | None:
+def _single_country(package: Path, code: str) -> Any | None:
     """The country's class, loaded from its module alone; None to use the package's way."""
     try:
-        import holidays
         from holidays.registry import COUNTRIES
     except ImportError:
         return None
     for module, names in COUNTRIES.items():
         if code in names[1:3]:  # (class name, alpha-2, alpha-3, aliases...)
-            return _load(Path(holidays.__file__).parent, module, names[0])
+            return _load(package, module, names[0])
     return None
 
 

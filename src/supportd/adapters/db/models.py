@@ -9,10 +9,8 @@ from datetime import datetime
 from sqlalchemy.orm import DeclarativeBase, Mapped
 
 from supportd.adapters.db import tables
-from supportd.adapters.db.tables import NAMING, UTCDateTime
 
 __all__ = [
-    "NAMING",
     "Base",
     "DuplicateDelivery",
     "MailboxState",
@@ -22,7 +20,6 @@ __all__ = [
     "QuarantineItem",
     "Suppression",
     "Ticket",
-    "UTCDateTime",
 ]
 
 

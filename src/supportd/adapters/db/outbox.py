@@ -78,8 +78,9 @@ class OutboxDatabase:
         raise ConfigError(f"database.url: the outbox needs SQLite or PostgreSQL: {self.dialect}")
 
 
-def _sqlite_time(value: datetime) -> str:
-    # The same text as strftime(_SQLITE_TIME), in a fifth of the time (a mark per row).
+def sqlite_time(value: datetime) -> str:
+    """An aware time as SQLite holds it: SQLAlchemy's DATETIME text of the UTC instant, the
+    same as strftime(_SQLITE_TIME) in a fifth of the time (tables.UTCDateTime uses it too)."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
@@ -149,7 +150,7 @@ class SqlOutboxStore:
         self.dialect = dialect
         self.journal = journal
         self.sqlite = dialect == "sqlite"
-        self.time: Callable[[datetime], object] = _sqlite_time if self.sqlite else _pg_time
+        self.time: Callable[[datetime], object] = sqlite_time if self.sqlite else _pg_time
         self.open = False
 
     @property
@@ -218,7 +219,7 @@ class SqlOutboxStore:
     def mark_sent(self, row_id: int, now: datetime) -> None:
         """Durable when it returns: in the journal (SQLite), or with commit() (PostgreSQL)."""
         if self.journal is not None:
-            self.journal.record(row_id, _sqlite_time(now))
+            self.journal.record(row_id, sqlite_time(now))
         else:
             self._run(_MARK_SENT, (self.time(now), row_id))
 

@@ -30,6 +30,8 @@ from sqlalchemy import (
     true,
 )
 
+from supportd.adapters.db.outbox import sqlite_time
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -61,8 +63,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         # through a dict (issue 9: 4.6 % of the daemon's time in a backlog, a value each
         # for every row's times).
         def process(value: datetime | None) -> str | None:
-            naive = self.process_bind_param(value, dialect)
-            return None if naive is None else naive.isoformat(" ", "microseconds")
+            self.process_bind_param(value, dialect)  # refuses a naive time
+            return None if value is None else sqlite_time(value)
 
         return process
 
