@@ -63,8 +63,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         # through a dict (issue 9: 4.6 % of the daemon's time in a backlog, a value each
         # for every row's times).
         def process(value: datetime | None) -> str | None:
-            self.process_bind_param(value, dialect)  # refuses a naive time
-            return None if value is None else sqlite_time(value)
+            if value is None:
+                return None
+            if value.tzinfo is None:
+                raise ValueError("naive datetime given to a UTC column")
+            return sqlite_time(value)
 
         return process
 
