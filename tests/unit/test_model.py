@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from supportd.adapters.modelfile import classifier, load_model, shipped_model
 from supportd.domain.classify import CATEGORIES
-from supportd.domain.model import NaiveBayes, choose_thresholds, report, train
+from supportd.domain.model import NaiveBayes, choose_thresholds, features, report, train
 
 # Clear cases, written for this test (not taken from any data set).
 CLEAR = {
@@ -157,3 +159,44 @@ def test_operator_rules_win_over_the_model() -> None:
     assert decide("Angebot", "Bitte ein Angebot für 3 Lizenzen") == "presales"
     subject, text = CLEAR["bug"][0]
     assert decide(subject, text) == "bug"  # no rule matches: the model decides
+
+
+# Text made of what the tokenizer cares about: words, digits, apostrophes (both kinds),
+# quoted lines, non-ASCII letters, punctuation and line breaks.
+_PIECES = st.sampled_from(
+    ["install", "plugin", "invoice", "don't", "it’s", "rock'n'roll", "v2", "9am", "é", "İ",
+     "ß", "K", "_", "-", ".", ",", " ", "  ", "\n", "\n> quoted install\n", "On Mon wrote:\n"]
+)  # fmt: skip
+_TEXT = st.lists(_PIECES, max_size=300).map("".join)
+
+
+# A model whose vocabulary holds every feature of the pieces above, so that a lookup that
+# missed or invented one would show.
+_MODEL = train(
+    [
+        (p, f"{p} {q} {p}", category)
+        for category in CATEGORIES
+        for p in ["install", "plugin", "don't", "it’s", "rock'n'roll", "v2", "9am", "é", "İ", "K"]
+        for q in ["invoice", "ß", "rock'n", "roll", "i"]
+    ],
+    min_count=1,
+)
+
+
+@given(_TEXT, _TEXT)
+def test_indexes_are_the_known_features_of_a_mail(subject: str, text: str) -> None:
+    """The scoring's lookup by token and token pair finds exactly the vocabulary entries that
+    features() names, whatever the text (the model is scored on those, nothing else)."""
+    model = _MODEL
+    expected = sorted(model.vocabulary[f] for f in features(subject, text) if f in model.vocabulary)
+    assert model.indexes(subject, text) == expected
+
+
+def test_indexes_match_features_on_the_shipped_model_and_clear_cases() -> None:
+    model = load_model()
+    for cases in CLEAR.values():
+        for subject, text in cases:
+            want = sorted(
+                model.vocabulary[f] for f in features(subject, text) if f in model.vocabulary
+            )
+            assert want and model.indexes(subject, text) == want
