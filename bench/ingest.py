@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import email
+import itertools
 import os
 import random
 import resource
@@ -229,6 +230,11 @@ def main() -> None:
         "--no-acks", action="store_true", help="support.autoreply = false (ingestion alone)"
     )
     parser.add_argument("--compare", action="store_true", help="also run the sequential pipeline")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print, for each half second of the run, how busy the machine and each process was",
+    )
     parser.add_argument("--profile", type=Path, help="write cProfile output of the main process")
     parser.add_argument(
         "--spy", type=Path, help="sample every thread with py-spy into this collapsed-stack file"
@@ -309,8 +315,14 @@ def main() -> None:
         peak_tree = 0
         per_process: dict[int, tuple[str, float, int]] = {}
         machine_before = busy_seconds()
+        timeline: list[tuple[float, float, dict[int, float]]] = []
         while proc.poll() is None:
             peak_tree = max(peak_tree, tree_rss_kib(proc.pid, per_process))
+            if args.timeline and (
+                not timeline or time.monotonic() - started - timeline[-1][0] >= 0.5
+            ):
+                cpu_now = {pid: seconds for pid, (_, seconds, _) in per_process.items()}
+                timeline.append((time.monotonic() - started, busy_seconds(), cpu_now))
             time.sleep(0.05)
         machine_busy = busy_seconds() - machine_before
         elapsed = time.monotonic() - started
@@ -363,6 +375,14 @@ def main() -> None:
             f"peak RSS: largest single process {peak_kib / 1024:.0f} MiB; "
             f"supportd with its parse worker together {peak_tree / 1024:.0f} MiB"
         )
+        for (t0, busy0, cpu0), (t1, busy1, cpu1) in itertools.pairwise(timeline):
+            each = "  ".join(
+                f"{pid}: {(cpu1[pid] - cpu0.get(pid, 0.0)) / (t1 - t0):4.2f}"
+                for pid in sorted(cpu1)
+            )
+            print(
+                f"  {t0:5.1f}-{t1:5.1f} s  machine {(busy1 - busy0) / (t1 - t0):4.2f} cores  {each}"
+            )
         if not args.postgres:
             print(f"database size: {(work / 'bench.db').stat().st_size / 1e6:.0f} MB")
         if args.compare:
