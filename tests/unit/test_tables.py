@@ -20,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import StatementError
 
+from supportd.adapters.db import outbox
+from supportd.adapters.db.outbox import sqlite_time
 from supportd.adapters.db.tables import UTCDateTime
 
 _md = MetaData()
@@ -52,6 +54,25 @@ def test_sqlite_text_is_sqlalchemys_datetime_text(value: datetime) -> None:
         stored, expected = conn.execute(text("SELECT utc, plain FROM t")).one()
         assert stored == expected
         assert conn.execute(select(_t.c.utc)).scalar_one() == value  # aware, same instant
+
+
+@given(st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31)))
+def test_a_remembered_time_text_is_its_instants_in_any_zone(moment: datetime) -> None:
+    """sqlite_time remembers recent texts by the aware time, whose equality is the instant's:
+    the same instant in another zone gets the same (UTC) text, another instant its own."""
+    utc = moment.replace(tzinfo=UTC)
+    expected = moment.isoformat(" ", "microseconds")
+    for zone in (timezone(timedelta(hours=6)), UTC, timezone(-timedelta(hours=11, minutes=30))):
+        assert sqlite_time(utc.astimezone(zone)) == expected
+    later = utc + timedelta(microseconds=1)
+    assert sqlite_time(later) == (moment + timedelta(microseconds=1)).isoformat(" ", "microseconds")
+
+
+def test_the_remembered_texts_are_bounded() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(3 * outbox._TIME_TEXTS_KEPT):
+        sqlite_time(start + timedelta(seconds=n))
+    assert len(outbox._TIME_TEXTS) <= outbox._TIME_TEXTS_KEPT
 
 
 def test_a_naive_datetime_is_refused() -> None:
