@@ -20,7 +20,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import StatementError
 
-from supportd.adapters.db import outbox
 from supportd.adapters.db.outbox import sqlite_time
 from supportd.adapters.db.tables import UTCDateTime
 
@@ -70,9 +69,11 @@ def test_a_remembered_time_text_is_its_instants_in_any_zone(moment: datetime) ->
 
 def test_the_remembered_texts_are_bounded() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
-    for n in range(3 * outbox._TIME_TEXTS_KEPT):
+    kept = sqlite_time.cache_info().maxsize
+    assert kept is not None
+    for n in range(3 * kept):
         sqlite_time(start + timedelta(seconds=n))
-    assert len(outbox._TIME_TEXTS) <= outbox._TIME_TEXTS_KEPT
+    assert sqlite_time.cache_info().currsize <= kept
 
 
 def test_a_naive_datetime_is_refused() -> None:
