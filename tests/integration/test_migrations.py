@@ -83,8 +83,9 @@ def test_postgresql_compresses_stored_mail_with_lz4(pg_url: str) -> None:
 
 def test_the_outbox_claim_reads_its_row_from_the_index_without_sorting(pg_url: str) -> None:
     """A batch's rows share one next_attempt_at, and the claim (ORDER BY next_attempt_at,
-    id LIMIT 1 FOR UPDATE SKIP LOCKED) sorted all of them for every mail sent (issue 9)."""
-    from supportd.adapters.db.outbox import _CLAIM
+    id LIMIT n FOR UPDATE SKIP LOCKED) sorted all of them for every mail sent (issue 9). The
+    journal of sent rows it skips is looked up by key, not read whole."""
+    from supportd.adapters.db.outbox import _PG_CLAIM
     from tests.support.outbox import queue_rows
 
     engine = make_engine(pg_url)
@@ -95,9 +96,11 @@ def test_the_outbox_claim_reads_its_row_from_the_index_without_sorting(pg_url: s
             conn.execute(text("SET enable_seqscan = off"))  # a tiny table: use the index
             plan = "\n".join(
                 conn.execute(
-                    text("EXPLAIN " + _CLAIM.replace("?", ":now")), {"now": datetime.now(UTC)}
+                    text("EXPLAIN " + _PG_CLAIM.replace("?", ":now", 1).replace("?", ":n")),
+                    {"now": datetime.now(UTC), "n": 8},
                 ).scalars()
             )
         assert "ix_outbox_due" in plan and "Sort" not in plan, plan
+        assert "pk_outbox_sent" in plan, plan
     finally:
         engine.dispose()

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select
 
-from supportd.adapters.db import schema
+from supportd.adapters.db import schema, tables
 from supportd.adapters.db.engine import make_engine, outbox_database
 from supportd.adapters.db.models import OutboxItem
 from supportd.adapters.db.outbox import OutboxConnections
@@ -131,8 +131,7 @@ def test_postgresql_claims_skip_a_row_another_sender_holds(pg_url: str) -> None:
         ids = _queue(engine, 2, T0)
         with connections.transaction() as first, connections.transaction() as second:
             assert first.row_locks
-            one, two = first.claim(T0), second.claim(T0)
-            assert one is not None and two is not None
+            [one], [two] = first.claim(T0), second.claim(T0)
             assert {one.id, two.id} == set(ids)  # the second skips the first's locked row
 
 
@@ -140,3 +139,60 @@ def test_an_in_memory_sqlite_database_is_refused_for_the_outbox() -> None:
     engine = make_engine("sqlite://")
     with pytest.raises(ConfigError, match=r"database\.url"):
         outbox_database(engine)
+
+
+def test_postgresql_lane_claims_a_group_and_marks_it_at_commit(pg_url: str) -> None:
+    with _outbox(pg_url) as (engine, connections):
+        ids = _queue(engine, 5, T0)
+        with connections.transaction() as lane, connections.transaction() as other:
+            group = lane.claim(T0, 3)
+            assert [m.id for m in group] == ids[:3]  # the claim order: due time, then id
+            assert [m.id for m in other.claim(T0, 10)] == ids[3:]  # the group is held
+            other.rollback()
+            for item in group:
+                lane.mark_sent(item.id, T0 + timedelta(seconds=item.id - ids[0]))
+            # Journaled, each in its own commit: seen from outside before the group ends.
+            with engine.connect() as conn:
+                journaled = conn.execute(select(tables.outbox_sent.c.id)).scalars().all()
+            assert sorted(journaled) == ids[:3]
+            assert _row(engine, ids[0]).status == "pending"
+            lane.commit()
+        assert [_row(engine, i).status for i in ids] == ["sent"] * 3 + ["pending"] * 2
+        assert _row(engine, ids[2]).sent_at == T0 + timedelta(seconds=2)  # each its own time
+        with engine.connect() as conn:  # the lane forgot its entries once the table had them
+            assert conn.execute(select(tables.outbox_sent)).all() == []
+
+
+def test_postgresql_rows_journaled_before_a_crash_are_never_claimed_again(pg_url: str) -> None:
+    with _outbox(pg_url) as (engine, connections):
+        ids = _queue(engine, 3, T0)
+        crashed = OutboxConnections(outbox_database(engine))
+        with crashed.transaction() as lane:
+            [first, _in_flight] = lane.claim(T0, 2)
+            lane.mark_sent(first.id, T0)  # 250 for the first row; the process dies sending
+            # the second: no commit, so the group's locks and table marks are gone
+        crashed.close()
+        with connections.transaction() as store:
+            assert [m.id for m in store.claim(T0, 10)] == ids[1:]  # not the one sent
+            store.rollback()
+            assert [m.id for m in store.due(T0, 10)] == ids[1:]
+            store.settle(wait=True)  # the next round applies what the crash left
+        assert [_row(engine, i).status for i in ids] == ["sent", "pending", "pending"]
+        with engine.connect() as conn:
+            assert conn.execute(select(tables.outbox_sent)).all() == []
+
+
+def test_postgresql_settle_leaves_a_live_lanes_rows_to_that_lane(pg_url: str) -> None:
+    with _outbox(pg_url) as (engine, connections):
+        [row_id] = _queue(engine, 1, T0)
+        with connections.transaction() as lane:
+            [item] = lane.claim(T0, 1)
+            lane.mark_sent(item.id, T0)
+            started = time.monotonic()
+            with connections.transaction() as other:
+                other.settle(wait=True)  # skips the locked row instead of waiting for it
+            assert time.monotonic() - started < 5
+            with engine.connect() as conn:  # its entry is kept: the row is not marked yet
+                assert conn.execute(select(tables.outbox_sent.c.id)).scalars().all() == [row_id]
+            lane.commit()
+        assert _row(engine, row_id).status == "sent"

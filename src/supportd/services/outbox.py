@@ -7,8 +7,11 @@ with growing delay until smtp.give_up_after; 5xx is permanent.
 
 Each lane is a thread with its own connection, so the lanes overlap their SMTP round trips
 (and with `background()`, ingestion). Rows reach the lanes in one of two ways:
-- PostgreSQL (row locks): each lane claims its next row FOR UPDATE SKIP LOCKED and holds
-  it from pick to marked sent, so any number of instances and lanes share the outbox.
+- PostgreSQL (row locks): each lane claims its next few rows (CLAIM_GROUP) FOR UPDATE SKIP
+  LOCKED and holds them from pick to marked sent, so any number of instances and lanes
+  share the outbox. Each row is journaled as sent right after its 250 (mark_sent), and the
+  group's rows are marked in the table at its commit: a crash still repeats only the row in
+  flight.
 - SQLite (one owning process per database): one feed hands due rows out in id order.
 """
 
@@ -29,6 +32,10 @@ from supportd.services.ports import Clock
 log = logging.getLogger(__name__)
 
 FIRST_RETRY = timedelta(minutes=1)
+# Rows a PostgreSQL lane claims at once. Per sent mail that is 1 + 4/8 statements instead
+# of 4 (bench/RESULTS.md, issue 9); a small queue still spreads over the lanes, since a lane
+# that finds fewer rows than this takes what there is.
+CLAIM_GROUP = 8
 MAX_RETRY = timedelta(hours=1)
 
 
@@ -53,7 +60,8 @@ class OutboxStore(Protocol):
     def row_locks(self) -> bool:
         """True when claim() holds the row locked until commit (several senders may share)."""
 
-    def claim(self, now: datetime) -> DueMail | None: ...
+    def claim(self, now: datetime, limit: int = 1) -> list[DueMail]:
+        """Up to `limit` due rows, locked until commit (only where row_locks)."""
 
     def due(self, now: datetime, limit: int, after: int = 0) -> list[DueMail]:
         """Due rows with id > `after`, in id order."""
@@ -112,7 +120,8 @@ class _Feed:
         self.after = 0
         self.done = False
 
-    def take(self, _store: object = None) -> DueMail | None:
+    def take(self, _store: object = None) -> list[DueMail]:
+        """The next row (one at a time: a row's failure mark holds SQLite's write lock)."""
         with self.lock:
             if not self.rows and not self.done:
                 with self.sender.uow() as store:
@@ -122,7 +131,7 @@ class _Feed:
                 else:
                     self.after = batch[-1].id
                     self.rows.extend(batch)
-            return self.rows.popleft() if self.rows else None
+            return [self.rows.popleft()] if self.rows else []
 
 
 class OutboxSender:
@@ -208,7 +217,7 @@ class OutboxSender:
             store.settle(wait=True)  # marks a crash left outside the table come first
             if not store.due(self.clock(), 1):
                 return False
-        take: Callable[[OutboxStore], DueMail | None] = self._claim
+        take: Callable[[OutboxStore], list[DueMail]] = self._claim
         if not self._uses_row_locks():
             feed = _Feed(self)
             take = feed.take
@@ -233,34 +242,37 @@ class OutboxSender:
             return False
         return progress[0] > 0 and self.allowed()
 
-    def _claim(self, store: OutboxStore) -> DueMail | None:
-        return store.claim(self.clock())
+    def _claim(self, store: OutboxStore) -> list[DueMail]:
+        return store.claim(self.clock(), CLAIM_GROUP)
 
     def _lane(
         self,
-        take: Callable[[OutboxStore], DueMail | None],
+        take: Callable[[OutboxStore], list[DueMail]],
         stats: SendStats,
         failures: list[SendError],
         progress: list[int],
     ) -> None:
-        """One connection: take a row, send it, mark it, until nothing is left."""
+        """One connection: take rows, send each and mark it, until nothing is left."""
         try:
             with self.transport.session() as session:
                 while self.allowed():
                     with self.uow() as store:
-                        item = take(store)
-                        if item is None:
+                        items = take(store)
+                        if not items:
                             return
-                        try:
-                            session.send(item.sender, item.recipients, self._bytes(item))
-                        except SendError as exc:
-                            self._record_failure(store, item, exc, stats)
-                        else:
-                            store.mark_sent(item.id, self.clock())
-                            stats.count("sent")
+                        for item in items:
+                            if item is not items[0] and not self.allowed():
+                                break  # the rest stay queued (released at commit)
+                            try:
+                                session.send(item.sender, item.recipients, self._bytes(item))
+                            except SendError as exc:
+                                self._record_failure(store, item, exc, stats)
+                            else:
+                                store.mark_sent(item.id, self.clock())
+                                stats.count("sent")
+                            progress[0] += 1
                         store.commit()
                         store.settle(wait=False)
-                        progress[0] += 1
         except SendError as exc:  # could not connect
             failures.append(exc)
 
@@ -279,15 +291,17 @@ class OutboxSender:
         if self._uses_row_locks():
             while True:
                 with self.uow() as store:
-                    item = store.claim(self.clock())
-                    if item is None:
+                    items = store.claim(self.clock(), self.batch_size)
+                    if not items:
                         return
-                    self._record_failure(store, item, exc, stats, quiet=True)
+                    for item in items:
+                        self._record_failure(store, item, exc, stats, quiet=True)
                     store.commit()
         feed = _Feed(self)
-        while (item := feed.take()) is not None:
+        while items := feed.take():
             with self.uow() as store:
-                self._record_failure(store, item, exc, stats, quiet=True)
+                for item in items:
+                    self._record_failure(store, item, exc, stats, quiet=True)
                 store.commit()
 
     def _record_failure(

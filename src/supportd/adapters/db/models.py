@@ -154,3 +154,9 @@ class OutboxItem(Base):
     last_error: Mapped[str]
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class OutboxSent(Base):
+    __table__ = tables.outbox_sent
+    id: Mapped[int]
+    at: Mapped[datetime]

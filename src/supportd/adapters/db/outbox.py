@@ -6,10 +6,16 @@ Written on the database driver's own connection (sqlite3, psycopg), not SQLAlche
 - a sent row's mark (UPDATE and commit) took 305 µs through SQLAlchemy Core against 65 µs
   straight through sqlite3, once for every mail the desk sends.
 
-On SQLite a sent row is recorded in a journal of its own (SentJournal) the moment the
-server says 250, and the table follows in groups: the ingest transaction holds SQLite's one
-write lock most of the time during a backlog, and lanes waiting for it to mark each row
-spent 50 s waiting over a 5,000-mail drain.
+A sent row is recorded in a journal the moment the server says 250, and the outbox table
+follows in groups:
+- SQLite (SentJournal, a file beside the database): the ingest transaction holds SQLite's
+  one write lock most of the time during a backlog, and lanes waiting for it to mark each
+  row spent 50 s waiting over a 5,000-mail drain.
+- PostgreSQL (PgJournal, the outbox_sent table): a lane claims a few rows at once and
+  marks them in one UPDATE, instead of four statements (BEGIN, claim, UPDATE, COMMIT) for
+  every row, 445 us of the client's CPU each time.
+Either way only the row in flight on a connection can go out twice after a crash
+(invariant 2): the journal entry is committed before the lane sends its next row.
 
 The columns and their storage formats are those of tables.outbox (SQLite keeps a
 datetime as naive-UTC text "YYYY-MM-DD HH:MM:SS.ffffff", the format SQLAlchemy writes, so
@@ -32,8 +38,25 @@ from supportd.services.outbox import DueMail
 
 _COLUMNS = "id, sender, recipients, raw, attempts, created_at, message_id, intent"
 _DUE = f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-_CLAIM = f"{_DUE} ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
 _DUE_AFTER = f"{_DUE} AND id > ? ORDER BY id LIMIT ?"
+# PostgreSQL: rows in its journal were sent (the table not yet told), so they are not due.
+_UNSENT = " AND NOT EXISTS (SELECT 1 FROM outbox_sent s WHERE s.id = outbox.id)"
+_PG_DUE_AFTER = f"{_DUE}{_UNSENT} AND id > ? ORDER BY id LIMIT ?"
+_PG_CLAIM = f"{_DUE}{_UNSENT} ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED"
+_PG_MARK_GROUP = (
+    "UPDATE outbox SET status = 'sent', sent_at = g.at, last_error = '' "
+    "FROM unnest(%s::integer[], %s::timestamp[]) AS g (id, at) WHERE outbox.id = g.id"
+)
+# Journal entries a crash left behind, for rows no live sender holds (SKIP LOCKED).
+_PG_APPLY = (
+    "UPDATE outbox SET status = 'sent', sent_at = s.at, last_error = '' FROM outbox_sent s "
+    "WHERE outbox.id = s.id AND outbox.id IN (SELECT o.id FROM outbox o JOIN outbox_sent j "
+    "ON j.id = o.id WHERE o.status <> 'sent' FOR UPDATE OF o SKIP LOCKED)"
+)
+_PG_FORGET_APPLIED = (
+    "DELETE FROM outbox_sent s WHERE NOT EXISTS "
+    "(SELECT 1 FROM outbox o WHERE o.id = s.id AND o.status <> 'sent')"
+)
 _MARK_SENT = "UPDATE outbox SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?"
 _MARK_RETRY = "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?"
 _MARK_FAILED = "UPDATE outbox SET status = 'failed', attempts = ?, last_error = ? WHERE id = ?"
@@ -61,7 +84,7 @@ class OutboxDatabase:
     target: str  # the SQLite file, or a libpq connection URI
     durable: bool = False
 
-    def connect(self) -> Any:
+    def connect(self, autocommit: bool = False) -> Any:
         if self.dialect == "sqlite":
             conn = sqlite3.connect(
                 self.target, timeout=30, isolation_level=None, check_same_thread=False
@@ -75,7 +98,7 @@ class OutboxDatabase:
             import psycopg  # only where the outbox is on PostgreSQL
 
             options = "" if self.durable else "-c synchronous_commit=off"
-            return psycopg.connect(self.target, options=options)
+            return psycopg.connect(self.target, options=options, autocommit=autocommit)
         raise ConfigError(f"database.url: the outbox needs SQLite or PostgreSQL: {self.dialect}")
 
 
@@ -148,17 +171,51 @@ class SentJournal:
             self._conn.close()
 
 
+class PgJournal:
+    """PostgreSQL: the rows a lane sent whose outbox rows still say pending, in the
+    outbox_sent table, written on a connection of their own in autocommit (the lane's
+    transaction holds its claimed rows locked until their group ends).
+
+    An entry commits right after the server's 250, before the lane sends its next row;
+    the lane's commit marks its group in the outbox table and then forgets their entries.
+    A crash leaves entries behind: no sender claims those rows (the claim skips them), and
+    the next round applies them first. synchronous_commit=off as for the table's own marks
+    (OutboxDatabase): only a crash of the server itself can forget an entry.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def record(self, row_id: int, at: datetime) -> None:
+        self.conn.execute(
+            "INSERT INTO outbox_sent (id, at) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+            (row_id, at),
+        )
+
+    def forget(self, ids: list[int]) -> None:
+        self.conn.execute("DELETE FROM outbox_sent WHERE id = ANY(%s)", (ids,))
+
+
 class SqlOutboxStore:
     """One transaction on one connection; it begins with the first statement (so a lane
     holds SQLite's write lock only for its mark, not while the SMTP server answers)."""
 
-    def __init__(self, conn: Any, dialect: str, journal: SentJournal | None = None) -> None:
+    def __init__(
+        self,
+        conn: Any,
+        dialect: str,
+        journal: SentJournal | None = None,
+        pg_journal: PgJournal | None = None,
+    ) -> None:
         self.conn = conn
         self.dialect = dialect
         self.journal = journal
+        self.pg_journal = pg_journal
         self.sqlite = dialect == "sqlite"
         self.time: Callable[[datetime], object] = sqlite_time if self.sqlite else _pg_time
         self.open = False
+        # PostgreSQL: rows sent in this transaction (journaled), marked in the table at commit.
+        self._sent: list[tuple[int, datetime]] = []
 
     @property
     def row_locks(self) -> bool:
@@ -192,16 +249,18 @@ class SqlOutboxStore:
         self.open = True
         return self.conn.execute(sql.replace("?", "%s"), params)
 
-    def claim(self, now: datetime) -> DueMail | None:
-        """The next due row, locked until this transaction ends; rows another sender holds
-        are skipped (FOR UPDATE SKIP LOCKED), so no row goes out twice while its sender lives.
-        """
-        found = self._mails(self._run(_CLAIM, (self.time(now),)).fetchall())
-        return found[0] if found else None
+    def claim(self, now: datetime, limit: int = 1) -> list[DueMail]:
+        """Up to `limit` due rows in the claim order (PostgreSQL), locked until this
+        transaction ends; rows another sender holds are skipped (FOR UPDATE SKIP LOCKED), so
+        no row goes out twice while its sender lives."""
+        if self.sqlite:
+            raise NotImplementedError("SQLite's outbox has one sender: due() feeds it")
+        return self._mails(self._run(_PG_CLAIM, (self.time(now), limit)).fetchall())
 
     def due(self, now: datetime, limit: int, after: int = 0) -> list[DueMail]:
         """Due rows with id > `after`, in id order (the SQLite feed reads on from there)."""
-        rows = self._run(_DUE_AFTER, (self.time(now), after, limit), write=False).fetchall()
+        query = _DUE_AFTER if self.sqlite else _PG_DUE_AFTER
+        rows = self._run(query, (self.time(now), after, limit), write=False).fetchall()
         if self.journal is not None:  # sent, the table not yet told: not due
             sent = {row_id for row_id, _ in self.journal.entries()}
             rows = [row for row in rows if row[0] not in sent]
@@ -224,9 +283,14 @@ class SqlOutboxStore:
         ]
 
     def mark_sent(self, row_id: int, now: datetime) -> None:
-        """Durable when it returns: in the journal (SQLite), or with commit() (PostgreSQL)."""
+        """Durable when it returns when there is a journal (SQLite's file, PostgreSQL's
+        table); the table itself follows in groups. Without one, with commit()."""
         if self.journal is not None:
             self.journal.record(row_id, sqlite_time(now))
+        elif self.pg_journal is not None:
+            self.pg_journal.record(row_id, _pg_time(now))
+            self._sent.append((row_id, _pg_time(now)))
+            self.open = True
         else:
             self._run(_MARK_SENT, (self.time(now), row_id))
 
@@ -236,6 +300,12 @@ class SqlOutboxStore:
         wait=False: only once SETTLE_AT marks have gathered, and only if the write lock is
         free now; wait=True: all of them, waiting for the lock.
         """
+        if self.pg_journal is not None:
+            if wait:  # what a crash left: a lane's own group is marked at its commit
+                self._run(_PG_APPLY, ())
+                self._run(_PG_FORGET_APPLIED, ())
+                self.commit()
+            return
         if self.journal is None or (not wait and self.journal.recorded < SETTLE_AT):
             return
         entries = self.journal.entries()
@@ -258,11 +328,25 @@ class SqlOutboxStore:
         return bool(self._run(_RETRY, (self.time(now), self.time(now), row_id)).rowcount)
 
     def commit(self) -> None:
-        if self.open:
-            self.conn.execute("COMMIT") if self.sqlite else self.conn.commit()
+        if not self.open:
+            return
+        if self.sqlite:
+            self.conn.execute("COMMIT")
             self.open = False
+            return
+        sent, self._sent = self._sent, []
+        if sent:
+            ids = [row_id for row_id, _ in sent]
+            self.conn.execute(_PG_MARK_GROUP, (ids, [at for _, at in sent]))
+        self.conn.commit()
+        self.open = False
+        if sent and self.pg_journal is not None:
+            self.pg_journal.forget(ids)  # lost with a crash here: the next settle() does it
 
     def rollback(self) -> None:
+        """Undo this transaction's marks; rows already journaled as sent stay sent (the next
+        round applies them)."""
+        self._sent = []
         if self.open:
             self.conn.execute("ROLLBACK") if self.sqlite else self.conn.rollback()
             self.open = False
@@ -275,6 +359,7 @@ class OutboxConnections:
         self.database = database
         self.keep = keep
         self._idle: list[Any] = []
+        self._idle_journals: list[Any] = []  # PostgreSQL: autocommit connections
         self._lock = threading.Lock()
         self._journal: SentJournal | None = None
 
@@ -290,11 +375,24 @@ class OutboxConnections:
     def transaction(self) -> Iterator[SqlOutboxStore]:
         """`with uow() as store: ...; store.commit()`; otherwise it rolls back. A connection
         that failed is closed, not reused."""
+        postgresql = self.database.dialect == "postgresql"
         with self._lock:
             conn = self._idle.pop() if self._idle else None
-        if conn is None:
-            conn = self.database.connect()
-        store = SqlOutboxStore(conn, self.database.dialect, self.journal())
+            journal_conn = self._idle_journals.pop() if postgresql and self._idle_journals else None
+        try:
+            if conn is None:
+                conn = self.database.connect()
+            if postgresql and journal_conn is None:
+                journal_conn = self.database.connect(autocommit=True)
+        except BaseException:
+            _close_all(conn, journal_conn)
+            raise
+        store = SqlOutboxStore(
+            conn,
+            self.database.dialect,
+            self.journal(),
+            PgJournal(journal_conn) if journal_conn is not None else None,
+        )
         try:
             yield store
             store.rollback()
@@ -302,22 +400,30 @@ class OutboxConnections:
             try:
                 store.rollback()
             finally:
-                conn.close()
+                _close_all(conn, journal_conn)
             raise
         with self._lock:
             if len(self._idle) < self.keep:
                 self._idle.append(conn)
+                if journal_conn is not None:
+                    self._idle_journals.append(journal_conn)
                 return
-        conn.close()
+        _close_all(conn, journal_conn)
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
+            idle_journals, self._idle_journals = self._idle_journals, []
             journal, self._journal = self._journal, None
-        for conn in idle:
-            conn.close()
+        _close_all(*idle, *idle_journals)
         if journal is not None:
             journal.close()
+
+
+def _close_all(*connections: Any) -> None:
+    for conn in connections:
+        if conn is not None:
+            conn.close()
 
 
 def outbox_unit_of_work(

@@ -252,3 +252,15 @@ outbox = Table(
     Index("ix_outbox_due", "status", "next_attempt_at", "id"),  # the claim order
     Index("ix_outbox_recipient", "recipients", "kind", "created_at"),
 )
+
+# PostgreSQL's journal of sent rows (adapters/db/outbox.PgJournal): a lane records each
+# row here, in a commit of its own, right after the server's 250, while the row's own
+# UPDATE waits for the lane's group of rows to end. Holds only rows in flight, and those a
+# crash left behind until the next sender applies them. (SQLite keeps its journal in a
+# file beside the database.)
+outbox_sent = Table(
+    "outbox_sent",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    _required("at", UTCDateTime),
+)
