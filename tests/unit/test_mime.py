@@ -100,3 +100,19 @@ def test_ascii_text_goes_as_it_is_and_the_rest_quoted_printable() -> None:
         body = read(raw).get_body(("plain",))
         assert body is not None
         assert body.get_content().replace("\r\n", "\n").rstrip("\n") == content
+
+
+# ASCII lines around the limit: 998 octets may go as they are, 999 may not.
+LINES = st.lists(
+    st.integers(0, 1100).map(lambda n: "x" * n) | st.sampled_from(["x" * 998, "x" * 999]),
+    max_size=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(LINES)
+def test_ascii_goes_as_it_is_exactly_when_every_line_fits(lines: list[str]) -> None:
+    part = mime.text("plain", "\n".join(lines))
+    fits = all(len(line) <= mime.MAX_LINE for line in lines)
+    assert part.headers[1].endswith("7bit") == fits, [len(line) for line in lines]
+    lines_ok(mime.message([("Subject", "t")], part))

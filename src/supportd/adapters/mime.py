@@ -76,6 +76,19 @@ def _lines(text: str) -> bytes:
     return text.replace("\n", "\r\n").encode("utf-8")
 
 
+def _short_lines(data: bytes) -> bool:
+    """Whether every line of `data` (CRLF endings) holds at most MAX_LINE octets. It jumps
+    from the last line end within reach to the next: a few steps for a whole mail, where
+    splitting it made an object of every line (12 us of 9 KiB, issue 9)."""
+    start, end = 0, len(data)
+    while end - start > MAX_LINE:
+        cut = data.rfind(b"\n", start, start + MAX_LINE + 2)  # a line of MAX_LINE, CRLF
+        if cut < 0:
+            return False
+        start = cut + 1
+    return True
+
+
 def text(subtype: str, content: str) -> Part:
     """text/<subtype> in UTF-8: as it is (7bit) when it is ASCII in lines of at most 998
     octets, as most mail is; else quoted-printable (readable, and the C encoder is fast)."""
@@ -83,11 +96,7 @@ def text(subtype: str, content: str) -> Part:
     if not data.endswith(CRLF):
         data += CRLF
     kind = f'Content-Type: text/{subtype}; charset="utf-8"'
-    if (
-        data.isascii()
-        and b"\0" not in data
-        and (len(data) <= MAX_LINE or max(map(len, data.split(CRLF))) <= MAX_LINE)
-    ):
+    if data.isascii() and b"\0" not in data and _short_lines(data):
         return Part((kind, "Content-Transfer-Encoding: 7bit"), data)
     return Part(
         (kind, "Content-Transfer-Encoding: quoted-printable"),
