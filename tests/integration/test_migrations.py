@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, text
 
-from supportd.adapters.db import schema
+from supportd.adapters.db import schema, tables
 from supportd.adapters.db.engine import make_engine
 from supportd.adapters.db.models import Base
 from supportd.errors import SchemaError
@@ -102,5 +102,25 @@ def test_the_outbox_claim_reads_its_row_from_the_index_without_sorting(pg_url: s
             )
         assert "ix_outbox_due" in plan and "Sort" not in plan, plan
         assert "pk_outbox_sent" in plan, plan
+    finally:
+        engine.dispose()
+
+
+def test_downgrading_past_the_journal_of_sent_rows_keeps_them_sent(db_url: str) -> None:
+    """A row a crash left journaled (0010) was sent: without the journal it must not be due."""
+    from tests.support.outbox import queue_rows
+
+    engine = make_engine(db_url)
+    try:
+        schema.upgrade(engine)
+        sent, waiting = queue_rows(engine, 2, datetime(2026, 3, 1, tzinfo=UTC))
+        with engine.begin() as conn:
+            conn.execute(
+                insert(tables.outbox_sent).values(id=sent, at=datetime(2026, 3, 1, 9, tzinfo=UTC))
+            )
+        schema.downgrade(engine, "0009")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, status FROM outbox ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [(sent, "sent"), (waiting, "pending")]
     finally:
         engine.dispose()

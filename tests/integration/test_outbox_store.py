@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from supportd.adapters.db import schema, tables
 from supportd.adapters.db.engine import make_engine, outbox_database
@@ -196,3 +196,35 @@ def test_postgresql_settle_leaves_a_live_lanes_rows_to_that_lane(pg_url: str) ->
                 assert conn.execute(select(tables.outbox_sent.c.id)).scalars().all() == [row_id]
             lane.commit()
         assert _row(engine, row_id).status == "sent"
+
+
+def test_postgresql_journal_survives_a_connection_dropped_while_pooled(pg_url: str) -> None:
+    """The entry after a 250 must not be lost to a journal connection the server closed
+    while it waited in the pool (idle timeouts, restarts of a proxy)."""
+    with _outbox(pg_url) as (engine, connections):
+        first, second = _queue(engine, 2, T0)
+        with connections.transaction() as store:
+            [item] = store.claim(T0, 1)
+            store.mark_sent(item.id, T0)
+            store.commit()
+            journal = store.pg_journal
+        assert journal is not None and journal.conn is not None
+        pid = journal.conn.info.backend_pid
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with connections.transaction() as store:
+            assert store.pg_journal is journal  # the same, pooled
+            [item] = store.claim(T0, 1)
+            assert item.id == second
+            store.mark_sent(item.id, T0)  # on a new connection, not an exception
+            store.commit()
+        assert [_row(engine, i).status for i in (first, second)] == ["sent", "sent"]
+
+
+def test_postgresql_opens_no_journal_connection_where_nothing_is_sent(pg_url: str) -> None:
+    with _outbox(pg_url) as (engine, connections):
+        _queue(engine, 1, T0)
+        with connections.transaction() as store:
+            store.settle(wait=True)
+            assert store.due(T0, 10)
+        assert store.pg_journal is not None and store.pg_journal.conn is None

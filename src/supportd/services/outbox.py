@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -32,10 +33,14 @@ from supportd.services.ports import Clock
 log = logging.getLogger(__name__)
 
 FIRST_RETRY = timedelta(minutes=1)
-# Rows a PostgreSQL lane claims at once. Per sent mail that is 1 + 4/8 statements instead
-# of 4 (bench/RESULTS.md, issue 9); a small queue still spreads over the lanes, since a lane
-# that finds fewer rows than this takes what there is.
+# Rows a PostgreSQL lane claims at once: per sent mail about 1.5 statements instead of 4
+# (bench/RESULTS.md, issue 9). A queue of up to this many goes out over one connection.
 CLAIM_GROUP = 8
+# A group stops taking its next row after this long (the rest are released at commit and
+# claimed again): should the server drop the lane's connection, and with it the group's
+# locks, while it sends, another sender could take the rest; a slow SMTP server thus keeps
+# the group to about one row, as before groups.
+GROUP_SECONDS = 2.0
 MAX_RETRY = timedelta(hours=1)
 
 
@@ -260,8 +265,11 @@ class OutboxSender:
                         items = take(store)
                         if not items:
                             return
+                        started = time.monotonic()
                         for item in items:
-                            if item is not items[0] and not self.allowed():
+                            if item is not items[0] and (
+                                not self.allowed() or time.monotonic() - started > GROUP_SECONDS
+                            ):
                                 break  # the rest stay queued (released at commit)
                             try:
                                 session.send(item.sender, item.recipients, self._bytes(item))

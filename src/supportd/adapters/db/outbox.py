@@ -54,9 +54,14 @@ _PG_APPLY = (
     "ON j.id = o.id WHERE o.status <> 'sent' FOR UPDATE OF o SKIP LOCKED)"
 )
 _PG_FORGET_APPLIED = (
-    "DELETE FROM outbox_sent s WHERE NOT EXISTS "
-    "(SELECT 1 FROM outbox o WHERE o.id = s.id AND o.status <> 'sent')"
+    "DELETE FROM outbox_sent WHERE id IN (SELECT s.id FROM outbox_sent s WHERE NOT EXISTS "
+    "(SELECT 1 FROM outbox o WHERE o.id = s.id AND o.status <> 'sent') "
+    "FOR UPDATE SKIP LOCKED)"  # never waits for a lane forgetting its own group
 )
+# A claim's anti-join reads the journal as it was when the claim began: a row journaled and
+# released (a lane that died) while the claim ran would look unsent. A statement after the
+# claim sees every entry committed before the row's lock was let go.
+_PG_JOURNALED = "SELECT id FROM outbox_sent WHERE id = ANY(%s)"
 _MARK_SENT = "UPDATE outbox SET status = 'sent', sent_at = ?, last_error = '' WHERE id = ?"
 _MARK_RETRY = "UPDATE outbox SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?"
 _MARK_FAILED = "UPDATE outbox SET status = 'failed', attempts = ?, last_error = ? WHERE id = ?"
@@ -97,7 +102,11 @@ class OutboxDatabase:
         if self.dialect == "postgresql":
             import psycopg  # only where the outbox is on PostgreSQL
 
-            options = "" if self.durable else "-c synchronous_commit=off"
+            # A claimed group's locks live as long as the lane's transaction: a server that
+            # ended idle transactions would free them while the lane still sends the group.
+            options = "-c idle_in_transaction_session_timeout=0"
+            if not self.durable:
+                options += " -c synchronous_commit=off"
             return psycopg.connect(self.target, options=options, autocommit=autocommit)
         raise ConfigError(f"database.url: the outbox needs SQLite or PostgreSQL: {self.dialect}")
 
@@ -181,19 +190,41 @@ class PgJournal:
     A crash leaves entries behind: no sender claims those rows (the claim skips them), and
     the next round applies them first. synchronous_commit=off as for the table's own marks
     (OutboxDatabase): only a crash of the server itself can forget an entry.
+
+    The connection opens at the first entry (a round's other transactions never need it),
+    and one that broke while it waited in the pool is replaced once: an entry must not be
+    lost to a stale connection after the server said 250.
     """
 
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self.conn: Any = None
 
     def record(self, row_id: int, at: datetime) -> None:
-        self.conn.execute(
+        self._execute(
             "INSERT INTO outbox_sent (id, at) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
             (row_id, at),
         )
 
     def forget(self, ids: list[int]) -> None:
-        self.conn.execute("DELETE FROM outbox_sent WHERE id = ANY(%s)", (ids,))
+        self._execute("DELETE FROM outbox_sent WHERE id = ANY(%s)", (ids,))
+
+    def _execute(self, sql: str, params: tuple[object, ...]) -> None:
+        import psycopg
+
+        if self.conn is not None:
+            try:
+                self.conn.execute(sql, params)
+                return
+            except psycopg.OperationalError:  # idle too long in the pool: a new one, once
+                self.close()
+        self.conn = self._connect()
+        self.conn.execute(sql, params)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.close()
 
 
 class SqlOutboxStore:
@@ -255,7 +286,11 @@ class SqlOutboxStore:
         no row goes out twice while its sender lives."""
         if self.sqlite:
             raise NotImplementedError("SQLite's outbox has one sender: due() feeds it")
-        return self._mails(self._run(_PG_CLAIM, (self.time(now), limit)).fetchall())
+        rows = self._run(_PG_CLAIM, (self.time(now), limit)).fetchall()
+        if rows:
+            sent = {r for (r,) in self.conn.execute(_PG_JOURNALED, ([row[0] for row in rows],))}
+            rows = [row for row in rows if row[0] not in sent]
+        return self._mails(rows)
 
     def due(self, now: datetime, limit: int, after: int = 0) -> list[DueMail]:
         """Due rows with id > `after`, in id order (the SQLite feed reads on from there)."""
@@ -359,7 +394,7 @@ class OutboxConnections:
         self.database = database
         self.keep = keep
         self._idle: list[Any] = []
-        self._idle_journals: list[Any] = []  # PostgreSQL: autocommit connections
+        self._idle_journals: list[PgJournal] = []  # PostgreSQL: their own connections
         self._lock = threading.Lock()
         self._journal: SentJournal | None = None
 
@@ -378,21 +413,12 @@ class OutboxConnections:
         postgresql = self.database.dialect == "postgresql"
         with self._lock:
             conn = self._idle.pop() if self._idle else None
-            journal_conn = self._idle_journals.pop() if postgresql and self._idle_journals else None
-        try:
-            if conn is None:
-                conn = self.database.connect()
-            if postgresql and journal_conn is None:
-                journal_conn = self.database.connect(autocommit=True)
-        except BaseException:
-            _close_all(conn, journal_conn)
-            raise
-        store = SqlOutboxStore(
-            conn,
-            self.database.dialect,
-            self.journal(),
-            PgJournal(journal_conn) if journal_conn is not None else None,
-        )
+            pg_journal = self._idle_journals.pop() if postgresql and self._idle_journals else None
+        if conn is None:
+            conn = self.database.connect()
+        if postgresql and pg_journal is None:
+            pg_journal = PgJournal(lambda: self.database.connect(autocommit=True))
+        store = SqlOutboxStore(conn, self.database.dialect, self.journal(), pg_journal)
         try:
             yield store
             store.rollback()
@@ -400,30 +426,31 @@ class OutboxConnections:
             try:
                 store.rollback()
             finally:
-                _close_all(conn, journal_conn)
+                conn.close()
+                if pg_journal is not None:
+                    pg_journal.close()
             raise
         with self._lock:
             if len(self._idle) < self.keep:
                 self._idle.append(conn)
-                if journal_conn is not None:
-                    self._idle_journals.append(journal_conn)
+                if pg_journal is not None:
+                    self._idle_journals.append(pg_journal)
                 return
-        _close_all(conn, journal_conn)
+        conn.close()
+        if pg_journal is not None:
+            pg_journal.close()
 
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []
             idle_journals, self._idle_journals = self._idle_journals, []
             journal, self._journal = self._journal, None
-        _close_all(*idle, *idle_journals)
+        for conn in idle:
+            conn.close()
+        for pg_journal in idle_journals:
+            pg_journal.close()
         if journal is not None:
             journal.close()
-
-
-def _close_all(*connections: Any) -> None:
-    for conn in connections:
-        if conn is not None:
-            conn.close()
 
 
 def outbox_unit_of_work(
