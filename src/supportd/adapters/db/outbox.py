@@ -323,8 +323,9 @@ class SqlOutboxStore:
         if self.journal is not None:
             self.journal.record(row_id, sqlite_time(now))
         elif self.pg_journal is not None:
-            self.pg_journal.record(row_id, _pg_time(now))
-            self._sent.append((row_id, _pg_time(now)))
+            at = _pg_time(now)
+            self.pg_journal.record(row_id, at)
+            self._sent.append((row_id, at))
             self.open = True
         else:
             self._run(_MARK_SENT, (self.time(now), row_id))
