@@ -228,3 +228,57 @@ def test_postgresql_opens_no_journal_connection_where_nothing_is_sent(pg_url: st
             store.settle(wait=True)
             assert store.due(T0, 10)
         assert store.pg_journal is not None and store.pg_journal.conn is None
+
+
+class _Recorder:
+    """An SMTP transport that keeps what it was given (one session at a time)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    @contextmanager
+    def session(self) -> Iterator[_Recorder]:
+        yield self
+
+    def send(self, sender: str, recipients: tuple[str, ...], raw: bytes) -> None:
+        self.sent.append(raw)
+
+
+@pytest.mark.parametrize("group_seconds, claims", [(60.0, 2), (0.0, 4)])
+def test_postgresql_group_stops_taking_rows_after_its_time(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, group_seconds: float, claims: int
+) -> None:
+    """A group's locks last until its commit; past GROUP_SECONDS the lane sends no more of
+    it, so a slow SMTP server keeps each group to about one row (the rest claimed anew)."""
+    from supportd.services import outbox as service
+
+    monkeypatch.setattr(service, "GROUP_SECONDS", group_seconds)
+    with _outbox(pg_url) as (engine, connections):
+        ids = _queue(engine, 3, T0)
+        claimed: list[int] = []
+
+        @contextmanager
+        def uow() -> Iterator[object]:
+            with connections.transaction() as store:
+                claim = store.claim
+
+                def counted(now: datetime, limit: int = 1) -> list[object]:
+                    rows = claim(now, limit)
+                    claimed.append(len(rows))
+                    return rows  # type: ignore[return-value]
+
+                store.claim = counted  # type: ignore[method-assign]
+                yield store
+
+        transport = _Recorder()
+        sender = service.OutboxSender(
+            uow,  # type: ignore[arg-type]
+            transport,
+            lambda: T0,
+            timedelta(days=1),
+            connections=1,
+        )
+        assert sender.send_due().sent == 3
+        assert len(transport.sent) == 3
+        assert len(claimed) == claims, claimed  # the last claim finds nothing
+        assert {_row(engine, i).status for i in ids} == {"sent"}
