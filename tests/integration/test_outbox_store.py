@@ -282,3 +282,19 @@ def test_postgresql_group_stops_taking_rows_after_its_time(
         assert len(transport.sent) == 3
         assert len(claimed) == claims, claimed  # the last claim finds nothing
         assert {_row(engine, i).status for i in ids} == {"sent"}
+
+
+def test_a_row_journaled_as_sent_is_not_put_back_by_retry(db_url: str) -> None:
+    """`supportd outbox retry` of a row a crash left journaled: it was sent, so "already
+    sent", not "queued" (it would never go out again anyway)."""
+    with _outbox(db_url) as (engine, connections):
+        [row_id] = _queue(engine, 1, T0)
+        crashed = OutboxConnections(outbox_database(engine))
+        with crashed.transaction() as store:
+            if store.row_locks:
+                assert [m.id for m in store.claim(T0, 1)] == [row_id]
+            store.mark_sent(row_id, T0)  # then the process dies: no commit, no settle
+        crashed.close()
+        with connections.transaction() as store:
+            assert not store.retry(row_id, T0)
+            store.commit()

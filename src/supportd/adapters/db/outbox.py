@@ -360,8 +360,12 @@ class SqlOutboxStore:
         self._run(_MARK_FAILED, (attempts, error[:2000], row_id))
 
     def retry(self, row_id: int, now: datetime) -> bool:
-        """Put a failed or pending row back in the queue now; False if unknown or sent."""
-        return bool(self._run(_RETRY, (self.time(now), self.time(now), row_id)).rowcount)
+        """Put a failed or pending row back in the queue now; False if unknown or sent
+        (also when its journal says sent and the table has not heard yet)."""
+        if self.journal is not None and row_id in {i for i, _ in self.journal.entries()}:
+            return False
+        query = _RETRY if self.sqlite else _RETRY + _UNSENT
+        return bool(self._run(query, (self.time(now), self.time(now), row_id)).rowcount)
 
     def commit(self) -> None:
         if not self.open:
