@@ -197,7 +197,10 @@ class PgJournal:
     """
 
     def __init__(self, connect: Callable[[], Any]) -> None:
+        import psycopg  # only where the outbox is on PostgreSQL
+
         self._connect = connect
+        self._broken: type[Exception] = psycopg.OperationalError
         self.conn: Any = None
 
     def record(self, row_id: int, at: datetime) -> None:
@@ -210,13 +213,11 @@ class PgJournal:
         self._execute("DELETE FROM outbox_sent WHERE id = ANY(%s)", (ids,))
 
     def _execute(self, sql: str, params: tuple[object, ...]) -> None:
-        import psycopg
-
         if self.conn is not None:
             try:
                 self.conn.execute(sql, params)
                 return
-            except psycopg.OperationalError:  # idle too long in the pool: a new one, once
+            except self._broken:  # idle too long in the pool: a new one, once
                 self.close()
         self.conn = self._connect()
         self.conn.execute(sql, params)
@@ -431,9 +432,7 @@ class OutboxConnections:
             try:
                 store.rollback()
             finally:
-                conn.close()
-                if pg_journal is not None:
-                    pg_journal.close()
+                _discard(conn, pg_journal)
             raise
         with self._lock:
             if len(self._idle) < self.keep:
@@ -441,9 +440,7 @@ class OutboxConnections:
                 if pg_journal is not None:
                     self._idle_journals.append(pg_journal)
                 return
-        conn.close()
-        if pg_journal is not None:
-            pg_journal.close()
+        _discard(conn, pg_journal)
 
     def close(self) -> None:
         with self._lock:
@@ -456,6 +453,12 @@ class OutboxConnections:
             pg_journal.close()
         if journal is not None:
             journal.close()
+
+
+def _discard(conn: Any, pg_journal: PgJournal | None) -> None:
+    conn.close()
+    if pg_journal is not None:
+        pg_journal.close()
 
 
 def outbox_unit_of_work(
