@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from supportd.adapters.db.store import unit_of_work
 from supportd.adapters.imap import ImapSource
 from supportd.adapters.modelfile import classifier, overrides_key
 from supportd.adapters.parsepool import ParsePool, parse_serial
+from supportd.adapters.process import StartedWorker
 from supportd.adapters.sendhost import SenderSpec
 from supportd.adapters.smtp import SmtpTarget, SmtpTransport
 from supportd.adapters.teammail import TeamComposer
@@ -224,8 +224,13 @@ def build_team(
 
 
 def build_desk(
-    settings: Settings, *, engine: Engine | None = None, check_schema: bool = True
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    check_schema: bool = True,
+    worker: StartedWorker | None = None,
 ) -> Desk:
+    """The desk. `worker`: its first parse worker, started early by the caller."""
     engine = engine or build_engine(settings)
     if check_schema:
         schema.require_current(engine)
@@ -234,9 +239,7 @@ def build_desk(
         address=settings.support.address,
         agents=frozenset(parse_agent(a).email for a in settings.support.agents),
     )
-    workers = settings.imap.parse_workers
-    if workers is None:
-        workers = 1 if (os.cpu_count() or 1) > 1 else 0
+    workers = settings.imap.effective_parse_workers
     rules = settings.classification.rules
     model = settings.classification.model
     database = outbox_database(engine)
@@ -252,7 +255,7 @@ def build_desk(
         connections=settings.smtp.connections,
         team_mail=team_mail.spec(),
     )
-    pool = ParsePool(workers, rules, model, sender=sender) if workers > 0 else None
+    pool = ParsePool(workers, rules, model, sender=sender, started=worker) if workers > 0 else None
     ingestor = Ingestor(
         unit_of_work(engine),
         desk_identity,

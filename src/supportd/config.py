@@ -74,6 +74,12 @@ class ImapSettings(_Section):
     def effective_port(self) -> int:
         return self.port or (993 if self.security == "tls" else 143)
 
+    @property
+    def effective_parse_workers(self) -> int:
+        if self.parse_workers is not None:
+            return self.parse_workers
+        return 1 if (os.cpu_count() or 1) > 1 else 0
+
 
 class SmtpSettings(_Section):
     host: str = "localhost"

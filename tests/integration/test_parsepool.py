@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from supportd.adapters.db.models import MessageRow
 from supportd.adapters.parsepool import ParseFailure, ParsePool, parse_serial
+from supportd.adapters.process import start_worker
 from supportd.domain.mail import ParsedMail
 from supportd.errors import ConfigError
 from supportd.services.ingest import ParseJob
@@ -30,6 +31,26 @@ def test_pool_parses_like_the_serial_parser() -> None:
         pool.close()
     assert parsed == parse_serial(raws)
     assert all(isinstance(p, ParsedMail) for p in parsed)
+
+
+def test_a_worker_started_early_is_the_one_that_parses() -> None:
+    early = start_worker()  # what `supportd run` does before it imports the desk
+    raws = [make_mail(message_id=f"<e{n}@x>") for n in range(3)]
+    pool = ParsePool(1, started=early)
+    try:
+        assert len(pool.parse_async(raws)()) == 3
+        assert pool.worker_pids() == [early.process.pid]
+    finally:
+        pool.close()
+    assert early.process.returncode is not None  # reaped
+
+
+def test_a_worker_started_early_and_never_used_ends_with_the_pool() -> None:
+    early = start_worker()
+    pool = ParsePool(1, started=early)
+    pool.close()
+    assert early.process.returncode is not None
+    assert early.sock.fileno() == -1
 
 
 def test_a_dead_worker_costs_time_not_mail() -> None:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,6 +26,7 @@ from typing import Any
 
 from supportd.adapters import mailparse
 from supportd.adapters.modelfile import classifier, overrides_key
+from supportd.adapters.process import StartedWorker, start_worker
 from supportd.adapters.sendhost import SenderSpec
 from supportd.adapters.wire import Closed, Wire
 from supportd.domain.mail import ParsedMail
@@ -68,20 +67,10 @@ def parse_serial(
 class _Worker:
     """One worker process and its end of the wire, as the daemon sees them."""
 
-    def __init__(self, init: dict[str, Any]) -> None:
-        ours, theirs = socket.socketpair()
-        # The worker imports what this process can (a source checkout, the bench's path).
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "supportd.adapters.worker", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),),
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            theirs.close()
-        self.wire = Wire(ours)
+    def __init__(self, init: dict[str, Any], started: StartedWorker | None = None) -> None:
+        started = started or start_worker()
+        self.process = started.process
+        self.wire = Wire(started.sock)
         self._cond = threading.Condition()
         self._jobs: dict[int, Future[Parsed]] = {}
         self._ids = itertools.count(1)
@@ -152,11 +141,16 @@ class _Worker:
         if kill:
             self.process.kill()
         self.wire.close()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        _reap(self.process)
+
+
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a worker whose socket is closed (it exits at the end of stream)."""
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class _Job:
@@ -189,7 +183,9 @@ class ParsePool:
         rules: RuleOverrides | None = None,
         model: str = "",
         sender: SenderSpec | None = None,
+        started: StartedWorker | None = None,
     ) -> None:
+        """`started`: the first worker, when the daemon started it early (adapters/process)."""
         self.model = model
         self.workers = max(1, workers)
         self.rules = rules
@@ -197,6 +193,7 @@ class ParsePool:
         self.sender = sender if sender and workers == 1 else None
         self._procs: list[_Worker] = []
         self._drains = 0
+        self._started = started
 
     def _init(self) -> dict[str, Any]:
         root = logging.getLogger()
@@ -216,7 +213,8 @@ class ParsePool:
             self._procs.remove(gone)
             gone.stop()
         while len(self._procs) < self.workers:
-            self._procs.append(_Worker(self._init()))
+            started, self._started = self._started, None
+            self._procs.append(_Worker(self._init(), started))
         return min(self._procs, key=lambda w: w.load)
 
     def worker_pids(self) -> list[int]:
@@ -292,6 +290,10 @@ class ParsePool:
             worker.stop(kill=not worker.dead)
 
     def close(self) -> None:
+        if self._started is not None:  # started early and never used: it exits at EOF
+            self._started.sock.close()
+            _reap(self._started.process)
+            self._started = None
         procs, self._procs = self._procs, []
         for worker in procs:
             worker.stop()

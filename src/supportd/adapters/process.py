@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+from dataclasses import dataclass
 
 
 def limit_malloc_arenas(arenas: int = 1) -> None:
@@ -24,3 +27,35 @@ def limit_malloc_arenas(arenas: int = 1) -> None:
         ctypes.CDLL(None).mallopt(m_arena_max, arenas)
     except (OSError, AttributeError):  # not glibc (musl has no arenas to cap)
         pass
+
+
+@dataclass
+class StartedWorker:
+    """A worker process (adapters/worker) and the daemon's end of its socket, started
+    before the daemon has built its desk: the worker imports its modules (about 0.4 s of
+    a core) on the second core while the daemon imports its own, instead of afterwards.
+    It waits for its "init" message; if the daemon exits first, it sees the end of stream
+    and exits too."""
+
+    sock: socket.socket
+    process: subprocess.Popen[bytes]
+
+
+def start_worker() -> StartedWorker:
+    """Start `python -m supportd.adapters.worker FD` on one end of a new socketpair."""
+    ours, theirs = socket.socketpair()
+    # The worker imports what this process can (a source checkout, the bench's path).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "supportd.adapters.worker", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return StartedWorker(ours, process)

@@ -80,12 +80,25 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_context
 def run(ctx: click.Context, once: bool) -> None:
     """Run the desk in the foreground."""
-    from supportd.adapters.process import limit_malloc_arenas
-    from supportd.entrypoints.daemon import Runner
-    from supportd.errors import NotOwnerError
+    from supportd.adapters.process import limit_malloc_arenas, start_worker
 
     limit_malloc_arenas()  # before the first thread
-    desk = _desk(ctx)
+    settings = ctx.obj.settings()
+    # The parse worker starts now, so that its imports run on the second core while this
+    # process imports the desk's modules (a backlog's start-up: issue 9).
+    worker = start_worker() if settings.imap.effective_parse_workers > 0 else None
+    try:
+        from supportd.bootstrap import build_desk, configure_logging
+        from supportd.entrypoints.daemon import Runner
+        from supportd.errors import NotOwnerError
+
+        configure_logging(settings.logging.level)
+        desk = build_desk(settings, worker=worker)
+    except BaseException:
+        if worker is not None:  # it exits when its socket closes
+            worker.sock.close()
+            worker.process.wait()
+        raise
     runner = Runner(desk)
     runner.install_signal_handlers()
     try:
