@@ -1,13 +1,16 @@
 """Ingestion benchmark: N messages in a private Dovecot, timed through `supportd run --once`.
 
-    .venv/bin/python bench/ingest.py [-n 10000] [--postgres] [--compare] [--profile DIR]
+    .venv/bin/python bench/ingest.py [-n 10000] [--postgres] [--compare] [--repeat K]
 
 Acknowledgements and notifications (one agent) are on and go to an SMTP sink on loopback
 (bench/sink.py, a separate process); the run counts only when every outbox row was sent
 before `run --once` exited. Prints messages per second and the peak RSS of all supportd
 processes together. `--compare` also runs the sequential pipeline of issue 9 in the same
 run (imapclient FETCH and compat32 parsing of the same mails, then as many small messages
-as supportd sent, one by one over one SMTP connection) and prints the ratio.
+as supportd sent, one by one over one SMTP connection) and prints the ratio. `--repeat K`
+runs K times on the same seeded mailbox (a fresh database each time; with --compare each run
+is followed by the pipeline) and prints every figure and the median: this machine's speed
+moves by ±10 % within minutes, so one run proves little.
 Needs root and Dovecot, like the integration tests. Not a test: no assertions.
 """
 
@@ -19,8 +22,10 @@ import itertools
 import os
 import random
 import resource
+import shutil
 import smtplib
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,47 +221,15 @@ def sequential(dovecot: Dovecot, account: object, n: int, sends: int, work: Path
     return elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-n", type=int, default=10_000)
-    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
-    parser.add_argument("--batch-size", type=int, help="imap.batch_size (default: the desk's)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--smtp-connections", type=int, help="smtp.connections (default: the desk's)"
-    )
-    parser.add_argument("--parse-workers", type=int, default=None)
-    parser.add_argument(
-        "--no-acks", action="store_true", help="support.autoreply = false (ingestion alone)"
-    )
-    parser.add_argument("--compare", action="store_true", help="also run the sequential pipeline")
-    parser.add_argument(
-        "--timeline",
-        action="store_true",
-        help="print, for each half second of the run, how busy the machine and each process was",
-    )
-    parser.add_argument("--profile", type=Path, help="write cProfile output of the main process")
-    parser.add_argument(
-        "--spy", type=Path, help="sample every thread with py-spy into this collapsed-stack file"
-    )
-    parser.add_argument(
-        "--spy-idle",
-        action="store_true",
-        help="with --spy: sample waiting threads too (where the main thread waits)",
-    )
-    args = parser.parse_args()
-
-    dovecot = Dovecot()
-    dovecot.start()
-    work = Path(tempfile.mkdtemp(prefix="supportd-bench-"))
+def measure(
+    args: argparse.Namespace, dovecot: Dovecot, account: object, work: Path
+) -> tuple[float, float | None]:
+    """One `supportd run --once` on a fresh database, and with --compare the sequential
+    pipeline right after it. Returns (messages per second, ratio or None)."""
+    work.mkdir()
     pg_name = None
     try:
-        t0 = time.monotonic()
-        account, total = seed(dovecot, args.n, random.Random(args.seed))
-        print(
-            f"seeded {args.n} messages, {total / args.n / 1024:.1f} KiB average, "
-            f"in {time.monotonic() - t0:.1f} s"
-        )
+        ratio: float | None = None
         if args.postgres:
             pg_name = f"supportd_bench_{uuid.uuid4().hex[:8]}"
             admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
@@ -399,17 +372,87 @@ def main() -> None:
                 f"({busy / seconds:.2f} of {os.cpu_count()} cores)"
             )
             print(f"ratio supportd / sequential: {seconds / elapsed:.2f}")
+            ratio = seconds / elapsed
+        return args.n / elapsed, ratio
+    finally:
+        if pg_name:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}"'))
+            admin.dispose()
+        shutil.rmtree(work, ignore_errors=True)  # a SQLite run leaves 0.4 GB per 10,000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=10_000)
+    parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
+    parser.add_argument("--batch-size", type=int, help="imap.batch_size (default: the desk's)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--smtp-connections", type=int, help="smtp.connections (default: the desk's)"
+    )
+    parser.add_argument("--parse-workers", type=int, default=None)
+    parser.add_argument(
+        "--no-acks", action="store_true", help="support.autoreply = false (ingestion alone)"
+    )
+    parser.add_argument("--compare", action="store_true", help="also run the sequential pipeline")
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print, for each half second of the run, how busy the machine and each process was",
+    )
+    parser.add_argument("--profile", type=Path, help="write cProfile output of the main process")
+    parser.add_argument(
+        "--spy", type=Path, help="sample every thread with py-spy into this collapsed-stack file"
+    )
+    parser.add_argument(
+        "--spy-idle",
+        action="store_true",
+        help="with --spy: sample waiting threads too (where the main thread waits)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs on the same seeded mailbox, each on a fresh database (with --compare, "
+        "each followed by the sequential pipeline); prints every figure and the median",
+    )
+    args = parser.parse_args()
+
+    dovecot = Dovecot()
+    dovecot.start()
+    work = Path(tempfile.mkdtemp(prefix="supportd-bench-"))
+    try:
+        t0 = time.monotonic()
+        account, total = seed(dovecot, args.n, random.Random(args.seed))
+        print(
+            f"seeded {args.n} messages, {total / args.n / 1024:.1f} KiB average, "
+            f"in {time.monotonic() - t0:.1f} s"
+        )
+        # The mailbox is left as it was (BODY.PEEK, no archive folder): each run reads the
+        # same mail into a database of its own.
+        figures = []
+        for index in range(args.repeat):
+            if args.repeat > 1:
+                print(f"\n== run {index + 1} of {args.repeat}")
+            figures.append(measure(args, dovecot, account, work / f"run{index + 1}"))
+        if args.repeat > 1:
+            rates = sorted(rate for rate, _ in figures)
+            print(
+                f"\nmsg/s over {args.repeat} runs: {', '.join(f'{r:.0f}' for r in rates)}; "
+                f"median {statistics.median(rates):.0f}"
+            )
+            ratios = sorted(r for _, r in figures if r is not None)
+            if ratios:
+                print(
+                    f"ratio over {args.repeat} runs: {', '.join(f'{r:.2f}' for r in ratios)}; "
+                    f"median {statistics.median(ratios):.2f}"
+                )
     finally:
         for sink_process in Sink.started:
             if sink_process.poll() is None:
                 sink_process.kill()
         dovecot.cleanup()
-        if pg_name:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{pg_name}"'))
-            admin.dispose()
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
 
 
