@@ -17,6 +17,7 @@ from supportd.adapters.db.engine import make_engine, outbox_database
 from supportd.adapters.db.models import OutboxItem
 from supportd.adapters.db.outbox import OutboxConnections
 from supportd.errors import ConfigError
+from supportd.services.outbox import DueMail, OutboxSender
 from tests.support.outbox import queue_rows as _queue
 
 T0 = datetime(2026, 3, 1, 9, 30, 15, 123456, tzinfo=UTC)
@@ -242,6 +243,38 @@ class _Recorder:
 
     def send(self, sender: str, recipients: tuple[str, ...], raw: bytes) -> None:
         self.sent.append(raw)
+
+
+def test_the_lanes_say_how_far_behind_the_queue_they_are(db_url: str) -> None:
+    """OutboxSender.lag is the age of the oldest first-attempt row the lanes took last (the
+    worker reports it to the daemon's ParseShare); a retried row's age says nothing about
+    the queue; a lane that found nothing is not behind; after the round it is 0."""
+    with _outbox(db_url) as (engine, connections):
+        _queue(engine, 2, T0)
+        seen: list[float] = []
+
+        class Watching(_Recorder):
+            def send(self, sender: str, recipients: tuple[str, ...], raw: bytes) -> None:
+                seen.append(outbox.lag)
+                super().send(sender, recipients, raw)
+
+        outbox = OutboxSender(
+            connections.transaction,
+            Watching(),
+            lambda: T0 + timedelta(seconds=3),
+            timedelta(days=1),
+            connections=1,
+        )
+        assert outbox.send_due().sent == 2
+        assert seen == [3.0, 3.0]
+        assert outbox.lag == 0.0  # the round is over
+        outbox._lags = [0.25, 0.0]  # a round of two lanes, the first 0.25 s behind
+        outbox._note_lag(1, [DueMail(1, "a@x", ("b@x",), b"", 1, T0)])  # a retry
+        assert outbox.lag == 0.25
+        outbox._note_lag(1, [DueMail(2, "a@x", ("b@x",), b"", 0, T0)])
+        assert outbox.lag == 3.0
+        outbox._note_lag(1, [])  # the second lane found nothing: the first is still behind
+        assert outbox.lag == 0.25
 
 
 @pytest.mark.parametrize("group_seconds, claims", [(60.0, 2), (0.0, 4)])

@@ -81,40 +81,45 @@ def test_parse_failures_are_returned_not_raised(monkeypatch) -> None:  # type: i
 
 
 class _Watched:
-    """The worker's jobs, seen from the daemon as always busy (or always finished)."""
+    """The worker's jobs, seen from the daemon as keeping it waiting, as coming back with
+    the lanes behind the queue, or as keeping up."""
 
-    def __init__(self, parse_async: Callable[[Sequence[bytes]], ParseJob], busy: bool) -> None:
+    def __init__(self, parse_async: Callable[[Sequence[bytes]], ParseJob], seen: str) -> None:
         self.parse_async = parse_async
-        self.busy = busy
+        self.seen = seen
         self.sent: list[int] = []  # the batch sizes handed to the worker
 
     def __call__(self, raws: Sequence[bytes]) -> ParseJob:
         self.sent.append(len(raws))
         job = self.parse_async(raws)
-        busy = self.busy
+        seen = self.seen
 
         class Seen:
             def __call__(self) -> list[ParsedMail | BaseException]:
                 return job()
 
             def done(self) -> bool:
-                return not busy  # as if it had (calling it still waits)
+                return seen != "waits"  # as if it had (calling it still waits)
+
+            def behind(self) -> bool:
+                return seen == "lanes behind"
 
         return Seen()
 
 
-@pytest.mark.parametrize("busy", [True, False])
+@pytest.mark.parametrize("seen", ["waits", "lanes behind", "keeps up"])
 def test_the_daemon_parses_a_share_of_the_batches_when_the_worker_is_behind(
-    sqlite_url: str, dovecot: Dovecot, account: Account, busy: bool
+    sqlite_url: str, dovecot: Dovecot, account: Account, seen: str
 ) -> None:
-    """A worker that keeps the daemon waiting (it also runs the outbox's lanes) gets fewer
-    batches: the daemon parses a rising share itself, after storing the batch before. A
-    worker that keeps up gets them all. Either way every mail is stored once, in order."""
+    """A worker that keeps the daemon waiting, or whose outbox lanes fall behind the queue,
+    gets fewer batches: the daemon parses a rising share itself, after storing the batch
+    before. A worker that keeps up gets them all. Either way every mail is stored once, in
+    order."""
     mails = [make_mail(message_id=f"<p{n}@x.example>", subject=f"Q{n}") for n in range(60)]
     append(dovecot, account, *mails)
     desk = make_desk(sqlite_url, dovecot, account, imap__batch_size=3)
     assert desk.ingestor.parse_async is not None
-    watched = _Watched(desk.ingestor.parse_async, busy)
+    watched = _Watched(desk.ingestor.parse_async, seen)
     desk.ingestor.parse_async = watched
     here: list[int] = []
     parse_many = desk.ingestor.parse_many
@@ -127,7 +132,7 @@ def test_the_daemon_parses_a_share_of_the_batches_when_the_worker_is_behind(
     stats = run_once(desk)
     assert stats.stored == 60 and stats.quarantined == 0
     assert len(watched.sent) + len(here) == 20
-    if busy:  # the share climbs to its cap; the worker still gets some
+    if seen != "keeps up":  # the share climbs to its cap; the worker still gets some
         assert 5 <= len(here) <= 12 and watched.sent
     else:
         assert here == []

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +20,7 @@ from supportd.adapters.sendhost import SenderSpec
 from supportd.adapters.smtp import SmtpTarget
 from supportd.adapters.teammail import TeamComposer
 from tests.conftest import SMTP_PORT
+from tests.support.mail import make_mail
 from tests.support.outbox import queue_rows
 from tests.support.smtp import Sink
 from tests.unit.test_compose import composer
@@ -65,6 +68,36 @@ def test_the_worker_sends_what_the_daemon_commits(db_url: str, smtp: Sink) -> No
         bodies = sorted(r.raw.split(b"\r\n\r\n", 1)[1] for r in smtp.received)
         assert len(bodies) == 30  # each row once
     finally:
+        pool.close()
+        engine.dispose()
+
+
+def test_the_worker_reports_how_far_behind_its_lanes_are(db_url: str, smtp: Sink) -> None:
+    """With each parsed batch the worker says how far behind the queue its lanes are (the
+    age of the row they took last): lanes busy with mail queued a minute ago make the
+    daemon's ParseShare give the worker fewer batches; idle lanes do not."""
+    engine = _migrated(db_url)
+    pool = _pool(engine)
+    release = threading.Event()
+    smtp.on_message = lambda item: release.wait(30)  # the lanes wait for their 250s
+    raws = [make_mail(message_id=f"<l{n}@x>") for n in range(3)]
+    try:
+        with pool.background(lambda: True, _not_here) as wake:  # type: ignore[arg-type]
+            queue_rows(engine, 4, datetime.now(UTC) - timedelta(minutes=1))
+            wake()
+            deadline = time.monotonic() + 30
+            while not smtp.attempts and time.monotonic() < deadline:
+                time.sleep(0.01)  # a lane has taken its row and waits in DATA
+            job = pool.parse_async(raws)
+            assert len(job()) == 3
+            assert job.behind()
+            release.set()
+        assert _statuses(engine) == {"sent": 4}
+        job = pool.parse_async(raws)
+        assert len(job()) == 3
+        assert not job.behind()  # nothing left to send
+    finally:
+        release.set()
         pool.close()
         engine.dispose()
 

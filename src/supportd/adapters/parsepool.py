@@ -38,6 +38,12 @@ Parsed = list[ParsedMail | BaseException]
 RuleOverrides = Mapping[str, Sequence[str]]
 
 
+# Lanes this far behind the queue (the age of the row they took last, in seconds) make the
+# daemon parse a larger share of a backlog (services/ingest.ParseShare): on PostgreSQL the
+# worker's lanes fell 2-5 s behind the drain while the daemon had CPU to spare (issue 9).
+SENDER_BEHIND = 0.5
+
+
 class ParseFailure(Exception):
     """Why a message could not be parsed (picklable, unlike some library exceptions)."""
 
@@ -78,6 +84,7 @@ class _Worker:
         self.ready = False
         self.dead = False
         self.drained = 0
+        self.lag = 0.0  # how far behind its lanes were at its last parsed batch (seconds)
         try:
             self.wire.send(("init", init))
         except Closed as exc:  # it died at once: reap it, and say so as a dead worker does
@@ -94,6 +101,7 @@ class _Worker:
                 with self._cond:
                     kind = message[0]
                     if kind == "parsed":
+                        self.lag = message[3] if len(message) > 3 else 0.0
                         future = self._jobs.pop(message[1], None)
                         if future is not None:
                             future.set_result(message[2])
@@ -156,13 +164,25 @@ def _reap(process: subprocess.Popen[bytes]) -> None:
 class _Job:
     """A batch the worker parses; calling it waits (or parses here if the worker died)."""
 
-    def __init__(self, pool: ParsePool, batch: list[bytes], future: Future[Parsed] | None):
+    def __init__(
+        self,
+        pool: ParsePool,
+        batch: list[bytes],
+        future: Future[Parsed] | None,
+        worker: _Worker | None = None,
+    ):
         self.pool = pool
         self.batch = batch
         self.future = future
+        self.worker = worker
 
     def done(self) -> bool:
         return self.future is None or self.future.done()
+
+    def behind(self) -> bool:
+        """Whether the worker's lanes were more than SENDER_BEHIND seconds behind the
+        queue when it answered: it has too much to do, the daemon should parse more."""
+        return self.worker is not None and self.worker.lag > SENDER_BEHIND
 
     def __call__(self) -> Parsed:
         if self.future is not None:
@@ -277,12 +297,15 @@ class ParsePool:
 
     def parse_async(self, raws: Sequence[bytes]) -> _Job:
         batch = list(raws)
+        worker: _Worker | None = None
+        future: Future[Parsed] | None = None
         try:
-            future: Future[Parsed] | None = self._worker().parse(batch)
+            worker = self._worker()
+            future = worker.parse(batch)
         except (WorkerGone, OSError):
             self._reset()
-            future = None
-        return _Job(self, batch, future)
+            worker = None
+        return _Job(self, batch, future, worker)
 
     def _reset(self) -> None:
         procs, self._procs = self._procs, []

@@ -64,6 +64,7 @@ class SenderHost:
         self.idle = threading.Event()
         self.idle.set()
         self._commands: queue.Queue[str | int] = queue.Queue()
+        self._sender: OutboxSender | None = None
         threading.Thread(target=self._serve, name="outbox", daemon=True).start()
 
     def wake(self, allowed: bool) -> None:
@@ -78,6 +79,11 @@ class SenderHost:
 
     def drain(self, seq: int) -> None:
         self._commands.put(seq)
+
+    def lag(self) -> float:
+        """Seconds the lanes are behind the queue (OutboxSender.lag); 0 when idle."""
+        sender = self._sender
+        return sender.lag if sender is not None and not self.idle.is_set() else 0.0
 
     def stop(self, timeout: float) -> None:
         """Let the row in flight on each lane finish (and be marked), send nothing more."""
@@ -100,6 +106,7 @@ class SenderHost:
             log.exception("outbox (worker): cannot start the sender; exiting")
             os._exit(1)
         sender.allowed = self.allowed.is_set
+        self._sender = sender
         while True:
             drains: list[int] = []
             command = self._commands.get()

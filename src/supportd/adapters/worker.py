@@ -51,11 +51,18 @@ def _watch_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _parse_jobs(jobs: queue.Queue[tuple[int, list[bytes]]], wire: Wire, init: Any) -> None:
+def _parse_jobs(
+    jobs: queue.Queue[tuple[int, list[bytes]]],
+    wire: Wire,
+    init: Any,
+    sender: SenderHost | None,
+) -> None:
     while True:
         job, raws = jobs.get()
         try:
-            wire.send(("parsed", job, parse_serial(raws, init["rules"], init["model"])))
+            parsed = parse_serial(raws, init["rules"], init["model"])
+            # With the batch, how far behind this process's lanes are (ParseShare).
+            wire.send(("parsed", job, parsed, sender.lag() if sender is not None else 0.0))
         except Closed:
             return
         except Exception:  # (a model file that cannot be read, a result that cannot be
@@ -80,7 +87,9 @@ def serve(wire: Wire) -> None:
     if init["sender"] is not None:
         sender = SenderHost(init["sender"], lambda seq: wire.send(("drained", seq)))
     jobs: queue.Queue[tuple[int, list[bytes]]] = queue.Queue()
-    threading.Thread(target=_parse_jobs, args=(jobs, wire, init), name="parse", daemon=True).start()
+    threading.Thread(
+        target=_parse_jobs, args=(jobs, wire, init, sender), name="parse", daemon=True
+    ).start()
     wire.send(("ready", os.getpid()))
     while True:  # control messages are handled at once, even while a batch is parsed
         try:

@@ -45,6 +45,11 @@ class ParseJob(Protocol):
         """True when calling it would not wait."""
         ...
 
+    def behind(self) -> bool:
+        """After the call: True when whoever parsed it is behind with its other work (the
+        outbox's lanes), so this process should take more of the parsing."""
+        ...
+
 
 # Starts parsing a batch on the second core.
 ParseAsync = Callable[[Sequence[bytes]], ParseJob]
@@ -55,8 +60,9 @@ class ParseShare:
 
     The worker also runs the outbox's lanes, so how much of the parsing it keeps up with
     depends on the mail. The share parsed here rises by a step each time the worker's
-    batch kept the daemon waiting and falls by one each time it was ready; batches are
-    parsed here at that rate, spread evenly (an accumulator), never all of them.
+    batch kept the daemon waiting, or came back with its lanes more than
+    parsepool.SENDER_BEHIND seconds behind the queue, and falls by one otherwise; batches
+    are parsed here at that rate, spread evenly (an accumulator), never all of them.
     """
 
     STEP = 0.125
@@ -129,6 +135,9 @@ class _Here:
 
     def done(self) -> bool:
         return True
+
+    def behind(self) -> bool:
+        return False
 
 
 @dataclass
@@ -223,9 +232,11 @@ class Ingestor:
                     pending = (batch, self._start_parse(batch, here=False))
                     continue
                 previous, job = pending
-                if not isinstance(job, _Here):
-                    share.observed(waited=not job.done())
+                waited = not job.done()
                 parsed = job()
+                if not isinstance(job, _Here):
+                    # A worker whose lanes fall behind the queue gets fewer batches too.
+                    share.observed(waited=waited or job.behind())
                 pending = (batch, self._start_parse(batch, here=share.here()))
                 stats.add(self.ingest_batch(source.key, uidvalidity, previous, parsed))
                 last_uid = previous[-1].uid

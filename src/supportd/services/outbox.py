@@ -162,6 +162,15 @@ class OutboxSender:
         # Whether this process may send now (it owns the mailbox); checked before each row.
         self.allowed: Callable[[], bool] = lambda: True
         self._row_locks: bool | None = None
+        # Per lane of the running round: the age of the first-attempt row it took last, 0
+        # once it found nothing (a lane's rows may all be in another lane's group).
+        self._lags: list[float] = []
+
+    @property
+    def lag(self) -> float:
+        """How far behind the queue the lanes are, in seconds: the oldest of the rows the
+        lanes took last. Read by the worker's host (adapters/sendhost) for ParseShare."""
+        return max(self._lags, default=0.0)
 
     def _uses_row_locks(self) -> bool:
         if self._row_locks is None:
@@ -229,16 +238,19 @@ class OutboxSender:
 
         failures: list[SendError] = []
         progress = [0]
+        count = max(1, self.connections)
+        self._lags = [0.0] * count
         lanes = [
             threading.Thread(
-                target=self._lane, args=(take, stats, failures, progress), name=f"smtp-{n}"
+                target=self._lane, args=(n, take, stats, failures, progress), name=f"smtp-{n}"
             )
-            for n in range(max(1, self.connections))
+            for n in range(count)
         ]
         for lane in lanes:
             lane.start()
         for lane in lanes:
             lane.join()
+        self._lags = []
         with self.uow() as store:  # the table shows every mark of this round
             store.settle(wait=True)
         if len(failures) == len(lanes):  # no connection at all: every due row waits
@@ -252,6 +264,7 @@ class OutboxSender:
 
     def _lane(
         self,
+        number: int,
         take: Callable[[OutboxStore], list[DueMail]],
         stats: SendStats,
         failures: list[SendError],
@@ -263,6 +276,7 @@ class OutboxSender:
                 while self.allowed():
                     with self.uow() as store:
                         items = take(store)
+                        self._note_lag(number, items)
                         if not items:
                             return
                         started = time.monotonic()
@@ -283,6 +297,13 @@ class OutboxSender:
                         store.settle(wait=False)
         except SendError as exc:  # could not connect
             failures.append(exc)
+
+    def _note_lag(self, lane: int, items: list[DueMail]) -> None:
+        lags = self._lags
+        if not items:
+            lags[lane] = 0.0
+        elif items[0].attempts == 0:  # a retry's age says nothing about the queue
+            lags[lane] = (self.clock() - items[0].created_at).total_seconds()
 
     def _bytes(self, item: DueMail) -> bytes:
         """The row's mail: its bytes, or written now from its intent."""
