@@ -346,7 +346,8 @@ def measure(
         )
         print(
             f"peak RSS: largest single process {peak_kib / 1024:.0f} MiB; "
-            f"supportd with its parse worker together {peak_tree / 1024:.0f} MiB"
+            f"supportd with its parse worker together {peak_tree / 1024:.1f} MiB "
+            f"(the budget: 150 MB = 143.05 MiB)"
         )
         for (t0, busy0, cpu0), (t1, busy1, cpu1) in itertools.pairwise(timeline):
             each = "  ".join(

@@ -8,25 +8,46 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+# mallopt(3) parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+# Blocks of this size and more are mmapped (and given back when freed), and free memory
+# this large at the top of the heap is returned: glibc's own starting values, which it
+# otherwise raises as large blocks are freed.
+FIXED_THRESHOLD = 128 * 1024
 
-def limit_malloc_arenas(arenas: int = 1) -> None:
-    """Cap glibc's malloc arenas (M_ARENA_MAX) unless MALLOC_ARENA_MAX says otherwise.
 
-    glibc gives each thread that allocates its own arena, up to 8 per core, and the outbox
-    lanes and the background sender (in the daemon or its worker) are such threads: a
-    10,000-mail backlog peaked at 135 MiB in the daemon with the default and 107 MiB with
-    one arena, at the same speed (the GIL serialises the allocations anyway).
-    bench/RESULTS.md, issue 9.
+def tune_malloc(arenas: int = 1) -> None:
+    """glibc's malloc for a long-running process with threads and large transient blocks.
+
+    - One arena (M_ARENA_MAX) unless MALLOC_ARENA_MAX says otherwise: glibc gives each
+      thread that allocates its own, up to 8 per core, and the outbox lanes and the
+      background sender are such threads. A 10,000-mail backlog peaked at 135 MiB in the
+      daemon with the default and 107 MiB with one arena, at the same speed (the GIL
+      serialises the allocations anyway).
+    - Fixed mmap and trim thresholds (128 KiB) unless MALLOC_MMAP_THRESHOLD_ or
+      MALLOC_TRIM_THRESHOLD_ say otherwise. glibc raises both each time a large block is
+      freed (a batch's pickled mails, a FETCH response), after which such blocks come from
+      the heap and their pages stay with the process: PostgreSQL, 10,000 mails, 140-142 ->
+      136-137 MiB for both processes at the same speed.
+
+    bench/RESULTS.md, issue 9. Nothing to do off glibc (musl has neither).
     """
-    if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
+    if sys.platform != "linux":
         return
     try:
         import ctypes
 
-        m_arena_max = -8
-        ctypes.CDLL(None).mallopt(m_arena_max, arenas)
-    except (OSError, AttributeError):  # not glibc (musl has no arenas to cap)
-        pass
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(_M_ARENA_MAX, arenas)
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        mallopt(_M_MMAP_THRESHOLD, FIXED_THRESHOLD)
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        mallopt(_M_TRIM_THRESHOLD, FIXED_THRESHOLD)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from supportd.adapters.parsepool import parse_serial
-from supportd.adapters.process import limit_malloc_arenas
+from supportd.adapters.process import tune_malloc
 from supportd.adapters.sendhost import SenderHost
 from supportd.adapters.wire import Closed, Wire
 
@@ -81,7 +81,7 @@ def serve(wire: Wire) -> None:
     # which stops after its batch and closes its end; then the lanes finish their rows.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    limit_malloc_arenas()  # before the lanes' threads
+    tune_malloc()  # before the lanes' threads
     logging.basicConfig(level=init["log_level"], format=init["log_format"])
     sender = None
     if init["sender"] is not None:

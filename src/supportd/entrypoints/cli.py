@@ -80,9 +80,9 @@ def migrate(ctx: click.Context) -> None:
 @click.pass_context
 def run(ctx: click.Context, once: bool) -> None:
     """Run the desk in the foreground."""
-    from supportd.adapters.process import limit_malloc_arenas, start_worker
+    from supportd.adapters.process import start_worker, tune_malloc
 
-    limit_malloc_arenas()  # before the first thread
+    tune_malloc()  # before the first thread
     settings = ctx.obj.settings()
     # The parse worker starts now, so that its imports run on the second core while this
     # process imports the desk's modules (a backlog's start-up: issue 9).
