@@ -99,9 +99,9 @@ def run(ctx: click.Context, once: bool) -> None:
             worker.sock.close()
             worker.process.wait()
         raise
-    runner = Runner(desk)
-    runner.install_signal_handlers()
     try:
+        runner = Runner(desk)  # (a lock file it cannot open: the desk still closes)
+        runner.install_signal_handlers()
         if once:
             started = time.monotonic()
             try:
