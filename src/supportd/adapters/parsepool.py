@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,7 +25,7 @@ from typing import Any
 
 from supportd.adapters import mailparse
 from supportd.adapters.modelfile import classifier, overrides_key
-from supportd.adapters.process import StartedWorker, start_worker
+from supportd.adapters.process import StartedWorker, reap, start_worker
 from supportd.adapters.sendhost import SenderSpec
 from supportd.adapters.wire import Closed, Wire
 from supportd.domain.mail import ParsedMail
@@ -149,16 +148,7 @@ class _Worker:
         if kill:
             self.process.kill()
         self.wire.close()
-        _reap(self.process)
-
-
-def _reap(process: subprocess.Popen[bytes]) -> None:
-    """Wait for a worker whose socket is closed (it exits at the end of stream)."""
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        reap(self.process)
 
 
 class _Job:
@@ -313,9 +303,8 @@ class ParsePool:
             worker.stop(kill=not worker.dead)
 
     def close(self) -> None:
-        if self._started is not None:  # started early and never used: it exits at EOF
-            self._started.sock.close()
-            _reap(self._started.process)
+        if self._started is not None:  # started early and never used
+            self._started.stop()
             self._started = None
         procs, self._procs = self._procs, []
         for worker in procs:

@@ -61,6 +61,21 @@ class StartedWorker:
     sock: socket.socket
     process: subprocess.Popen[bytes]
 
+    def stop(self) -> None:
+        """Close the daemon's end (a worker never given its "init" exits) and reap it."""
+        self.sock.close()
+        reap(self.process)
+
+
+def reap(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a worker whose socket is closed (it exits at the end of stream); one that
+    has not after 15 s is killed."""
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
 
 def start_worker() -> StartedWorker:
     """Start `python -m supportd.adapters.worker FD` on one end of a new socketpair."""

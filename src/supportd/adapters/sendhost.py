@@ -81,9 +81,9 @@ class SenderHost:
         self._commands.put(seq)
 
     def lag(self) -> float:
-        """Seconds the lanes are behind the queue (OutboxSender.lag); 0 when idle."""
+        """Seconds the lanes are behind the queue (OutboxSender.lag; 0 between rounds)."""
         sender = self._sender
-        return sender.lag if sender is not None and not self.idle.is_set() else 0.0
+        return sender.lag if sender is not None else 0.0
 
     def stop(self, timeout: float) -> None:
         """Let the row in flight on each lane finish (and be marked), send nothing more."""

@@ -44,12 +44,17 @@ def cli(ctx: click.Context, config: Path | None) -> None:
     ctx.obj = _Context(config)
 
 
-def _desk(ctx: click.Context, *, check_schema: bool = True) -> Any:
+def _desk(
+    ctx: click.Context, *, check_schema: bool = True, settings: Any = None, worker: Any = None
+) -> Any:
+    """The desk, from `settings` when the caller has read them already; `worker`: its first
+    parse worker, started early (adapters/process.start_worker)."""
     from supportd.bootstrap import build_desk, configure_logging
 
-    settings = ctx.obj.settings()
+    if settings is None:
+        settings = ctx.obj.settings()
     configure_logging(settings.logging.level)
-    return build_desk(settings, check_schema=check_schema)
+    return build_desk(settings, check_schema=check_schema, worker=worker)
 
 
 def _engine(ctx: click.Context) -> Any:
@@ -88,16 +93,13 @@ def run(ctx: click.Context, once: bool) -> None:
     # process imports the desk's modules (a backlog's start-up: issue 9).
     worker = start_worker() if settings.imap.effective_parse_workers > 0 else None
     try:
-        from supportd.bootstrap import build_desk, configure_logging
         from supportd.entrypoints.daemon import Runner
         from supportd.errors import NotOwnerError
 
-        configure_logging(settings.logging.level)
-        desk = build_desk(settings, worker=worker)
+        desk = _desk(ctx, settings=settings, worker=worker)
     except BaseException:
-        if worker is not None:  # it exits when its socket closes
-            worker.sock.close()
-            worker.process.wait()
+        if worker is not None:
+            worker.stop()
         raise
     try:
         runner = Runner(desk)  # (a lock file it cannot open: the desk still closes)
