@@ -130,6 +130,43 @@ def test_faq_ranking_prefers_matching_entries() -> None:
     assert index.top("the and of") == []
 
 
+_SHIPPED_FAQ = FaqIndex.load(defaults_dir() / "faq.toml")
+_FAQ_WORDS = sorted(
+    {w for e in _SHIPPED_FAQ.entries for w in query_words(f"{e.question} {e.answer}", 1000)}
+)
+
+
+def _top_by_one_query(index: FaqIndex, text: str, limit: int = 3) -> list[FaqEntry]:
+    """The ranking as FTS5 gives it for one query of the text's words OR-ed together."""
+    terms = [
+        w
+        for w in query_words(text)
+        if index.db.execute("SELECT 1 FROM faq WHERE faq MATCH ?", (f'"{w}"',)).fetchone()
+    ]
+    if not terms:
+        return []
+    rows = index.db.execute(
+        "SELECT rowid, bm25(faq, 2.0, 1.0) AS score FROM faq WHERE faq MATCH ? "
+        "ORDER BY score, rowid LIMIT ?",
+        (" OR ".join(f'"{w}"' for w in terms), limit),
+    ).fetchall()
+    return [index.entries[rowid] for rowid, score in rows if score < -1e-6]
+
+
+@given(
+    st.lists(
+        st.sampled_from(_FAQ_WORDS) | st.from_regex(r"[a-z]{3,9}", fullmatch=True),
+        max_size=40,
+    ),
+    st.integers(min_value=1, max_value=5),
+)
+def test_faq_ranking_is_the_one_query_ranking(words: list[str], limit: int) -> None:
+    """The sum of each word's BM25 terms ranks as FTS5's query of all the words does:
+    the same entries, in the same order (words the FAQ lacks and repeats included)."""
+    text = " ".join(words)
+    assert _SHIPPED_FAQ.top(text, limit) == _top_by_one_query(_SHIPPED_FAQ, text, limit)
+
+
 def test_templates_can_be_overridden(tmp_path) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "acknowledgement.txt.j2").write_text("Ticket {{ ctx.tag }} received.\n")
     _, text, _ = composer(str(tmp_path)).acknowledgement(context(), "<a@d>")

@@ -18,7 +18,14 @@ from importlib.resources import files
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    select_autoescape,
+)
 
 from supportd.adapters import mime
 from supportd.adapters.mailparse import clean_header
@@ -162,6 +169,9 @@ def query_words(text: str, limit: int = 64) -> list[str]:
     return list(found)
 
 
+_NO_TERMS: dict[int, float] = {}  # shared by every word no entry has (never written to)
+
+
 class FaqIndex:
     """FAQ entries ranked against a mail's words with BM25 (SQLite FTS5)."""
 
@@ -175,19 +185,23 @@ class FaqIndex:
             "INSERT INTO faq(rowid, question, answer) VALUES (?, ?, ?)",
             [(i, e.question, e.answer) for i, e in enumerate(entries)],
         )
-        # word -> whether any entry has it. A word no entry has adds nothing to any BM25
-        # score, so the ranking query leaves it out: one query of a few terms per mail
-        # instead of 64 (2 ms per acknowledgement in the daemon's profile, issue 9).
-        self._known: dict[str, bool] = {}
+        # word -> each entry's BM25 term for it ({} when no entry has it). FTS5's bm25() of
+        # a query of OR-ed words is the sum of each word's term (its idf and frequencies
+        # are the index's, not the query's), so a mail's ranking adds the terms of its
+        # words, each read from FTS5 once, instead of a query per mail (issue 9: 110 of an
+        # acknowledgement's 480 us). tests/unit/test_compose.py holds it to the query.
+        self._terms: dict[str, dict[int, float]] = {}
 
-    def _in_index(self, word: str) -> bool:
-        known = self._known.get(word)
-        if known is None:
-            if len(self._known) >= 100_000:  # bounded: a flood of made-up words
-                self._known.clear()
-            hit = self.db.execute("SELECT 1 FROM faq WHERE faq MATCH ? LIMIT 1", (f'"{word}"',))
-            known = self._known[word] = hit.fetchone() is not None
-        return known
+    def _terms_of(self, word: str) -> dict[int, float]:
+        terms = self._terms.get(word)
+        if terms is None:
+            if len(self._terms) >= 100_000:  # bounded: a flood of made-up words
+                self._terms.clear()
+            rows = self.db.execute(
+                "SELECT rowid, bm25(faq, 2.0, 1.0) FROM faq WHERE faq MATCH ?", (f'"{word}"',)
+            ).fetchall()
+            terms = self._terms[word] = dict(rows) if rows else _NO_TERMS
+        return terms
 
     @classmethod
     def load(cls, path: Path) -> FaqIndex:
@@ -202,19 +216,17 @@ class FaqIndex:
         return cls(entries)
 
     def top(self, text: str, limit: int = 3) -> list[FaqEntry]:
+        """The best `limit` entries for `text`'s words, best first (BM25, FTS5's weights:
+        the question counts twice); entries no word of the text matches are not ranked."""
         if not self.entries:
             return []
-        terms = [w for w in query_words(text) if self._in_index(w)]
-        if not terms:
-            return []
-        query = " OR ".join(f'"{w}"' for w in terms)
-        rows = self.db.execute(
-            "SELECT rowid, bm25(faq, 2.0, 1.0) AS score FROM faq WHERE faq MATCH ? "
-            "ORDER BY score LIMIT ?",
-            (query, limit),
-        ).fetchall()
+        scores: dict[int, float] = {}
+        for word in query_words(text):
+            for rowid, term in self._terms_of(word).items():
+                scores[rowid] = scores.get(rowid, 0.0) + term
         # bm25() is negative, more negative is better; zero means no real match.
-        return [self.entries[rowid] for rowid, score in rows if score < -1e-6]
+        ranked = sorted((score, rowid) for rowid, score in scores.items() if score < -1e-6)
+        return [self.entries[rowid] for _, rowid in ranked[:limit]]
 
 
 class Composer:
@@ -260,6 +272,7 @@ class Composer:
             # Templates are read once: no stat() of the file on every mail rendered.
             auto_reload=False,
         )
+        self._templates: dict[str, Template] = {}  # by name: looked up once, not per mail
         self.env.filters["local"] = self._local
         self.env.filters["utc"] = lambda t: t.astimezone(UTC).strftime("%H:%M UTC, %a %d %b")
         self.env.filters["hours"] = lambda h: f"{h:g} hours"
@@ -270,7 +283,10 @@ class Composer:
 
     def _render(self, name: str, **values: object) -> str:
         support = {"name": self.support_name, "address": self.support_address}
-        return self.env.get_template(name).render(support=support, hours=self.hours, **values)
+        template = self._templates.get(name)
+        if template is None:
+            template = self._templates[name] = self.env.get_template(name)
+        return template.render(support=support, hours=self.hours, **values)
 
     def _message(
         self,
