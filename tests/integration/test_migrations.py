@@ -124,3 +124,69 @@ def test_downgrading_past_the_journal_of_sent_rows_keeps_them_sent(db_url: str) 
         assert [tuple(r) for r in rows] == [(sent, "sent"), (waiting, "pending")]
     finally:
         engine.dispose()
+
+
+def test_downgrading_past_text_references_gives_each_row_its_text_back(db_url: str) -> None:
+    """0011's notification rows name the message holding the customer's text; before it,
+    each held its own copy, and a downgrade must give it back (the intent after a line
+    break, as that release's renderer reads it)."""
+    at = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    words = "The export is blank.\nSince Monday."
+    engine = make_engine(db_url)
+    try:
+        schema.upgrade(engine)
+        with engine.begin() as conn:
+            number = conn.execute(
+                insert(tables.tickets).values(
+                    subject="Export",
+                    requester="a@example.com",
+                    requester_name="",
+                    status="open",
+                    category="other",
+                    category_predicted="other",
+                    created_at=at,
+                    updated_at=at,
+                    escalation_level=0,
+                    message_count=1,
+                )
+            ).inserted_primary_key[0]
+            common = {"ticket_number": number, "subject": "Export", "date": at, "created_at": at}
+            source = conn.execute(
+                insert(tables.messages).values(
+                    direction="in", kind="customer", text=words, raw=b"x", **common
+                )
+            ).inserted_primary_key[0]
+            conn.execute(
+                insert(tables.messages).values(
+                    direction="out",
+                    kind="notification",
+                    text="",
+                    text_of=source,
+                    raw=b"",
+                    **common,
+                )
+            )
+            conn.execute(
+                insert(tables.outbox).values(
+                    ticket_number=number,
+                    kind="notification",
+                    sender="desk@example.com",
+                    recipients="agent@example.com",
+                    raw=b"",
+                    intent='{"kind": "notification"}',
+                    text_of=source,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=at,
+                    last_error="",
+                    created_at=at,
+                )
+            )
+        schema.downgrade(engine, "0010")
+        with engine.connect() as conn:
+            copy = conn.execute(text("SELECT text FROM messages WHERE kind = 'notification'"))
+            intent = conn.execute(text("SELECT intent FROM outbox")).scalar_one()
+            assert copy.scalar_one() == words
+        assert intent == '{"kind": "notification"}\n' + words
+    finally:
+        engine.dispose()

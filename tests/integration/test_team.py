@@ -150,6 +150,37 @@ def test_agent_answer_reaches_the_customer_with_only_the_new_words(
     assert len(out) == 1 and "256M" in out[0]["text"] and "wrote:" not in out[0]["text"]
 
 
+def test_notifications_refer_to_the_customers_text_instead_of_copying_it(
+    db_url: str, dovecot: Dovecot, account: Account, net: MailNet
+) -> None:
+    """Each agent's notification quotes the customer's text, and `tickets show` shows it on
+    the notification's copy, while the database holds that text once: the copies and the
+    outbox rows name the customer's message row (issue 9: two more copies per agent)."""
+    desk = team_desk(db_url, dovecot, account, net)
+    question(net)
+    run_once(desk)
+
+    for agent in (RAHIM, NADIA):
+        assert "The installer stops with a blank page." in plain_text(notification(net, agent))
+    with desk.engine.connect() as conn:
+        [(customer_row,)] = conn.execute(
+            select(MessageRow.id).where(MessageRow.kind == "customer")
+        ).all()
+        copies = conn.execute(
+            select(MessageRow.text, MessageRow.text_of).where(MessageRow.kind == "notification")
+        ).all()
+        queued = conn.execute(
+            select(OutboxItem.intent, OutboxItem.text_of).where(OutboxItem.kind == "notification")
+        ).all()
+    assert [tuple(c) for c in copies] == [("", customer_row)] * 2
+    assert len(queued) == 2
+    for intent, text_of in queued:
+        assert text_of == customer_row and "blank page" not in intent
+    shown = [m for m in ticket(desk)["messages"] if m["kind"] == "notification"]
+    assert len(shown) == 2
+    assert all(m["text"].strip() == "The installer stops with a blank page." for m in shown)
+
+
 def test_customer_attachments_reach_the_agents_and_agent_attachments_the_customer(
     sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
 ) -> None:

@@ -49,7 +49,8 @@ def test_a_notification_without_files_is_deferred_and_renders_as_if_written_at_o
     assert isinstance(payload, Deferred)
     assert subject == "[WPERP #42] Payroll export is blank" and text == TEXT
     now = team._notification(FACTS, AGENT, CUSTOMER, TEXT, PLAIN, "<n1@x>")[2]
-    later = team.render(payload.intent, "<n1@x>")
+    assert payload.quoted == TEXT and TEXT not in payload.intent  # kept apart: see plan
+    later = team.render(payload.whole, "<n1@x>")
     assert _without_date(later) == _without_date(now)
     assert b"Message-ID: <n1@x>" in later and b"Reply-To: " in later
 
@@ -59,8 +60,8 @@ def test_the_worker_process_renders_the_same_mail_from_its_spec() -> None:
     payload = team.notification(FACTS, AGENT, CUSTOMER, TEXT, PLAIN, "<n2@x>")[2]
     assert isinstance(payload, Deferred)
     elsewhere = pickle.loads(pickle.dumps(team.spec())).build()
-    assert _without_date(elsewhere.render(payload.intent, "<n2@x>")) == _without_date(
-        team.render(payload.intent, "<n2@x>")
+    assert _without_date(elsewhere.render(payload.whole, "<n2@x>")) == _without_date(
+        team.render(payload.whole, "<n2@x>")
     )
 
 
@@ -69,11 +70,11 @@ def test_an_intent_queued_before_the_text_moved_out_of_its_json_still_renders() 
     team = _team()
     payload = team.notification(FACTS, AGENT, CUSTOMER, TEXT, PLAIN, "<n4@x>")[2]
     assert isinstance(payload, Deferred)
-    facts_line, _, text = payload.intent.partition("\n")
+    facts_line, _, text = payload.whole.partition("\n")
     assert text == TEXT and "\n" not in facts_line
     old = json.dumps({**json.loads(facts_line), "text": text}, ensure_ascii=False)
     assert _without_date(team.render(old, "<n4@x>")) == _without_date(
-        team.render(payload.intent, "<n4@x>")
+        team.render(payload.whole, "<n4@x>")
     )
 
 

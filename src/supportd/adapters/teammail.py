@@ -187,8 +187,9 @@ class TeamComposer:
             "customer": _pair(customer),
         }
         # The facts as one line of JSON, then the customer's text as it is: escaping 8 KiB
-        # of text into JSON and back cost 40 us a notification (issue 9's profile).
-        return subject, text, Deferred(f"{json.dumps(intent)}\n{text}")
+        # of text into JSON and back cost 40 us a notification (issue 9's profile). The
+        # outbox row refers to the stored message for the text where it can (services/plan).
+        return subject, text, Deferred(json.dumps(intent), quoted=text)
 
     def render(self, intent: str, message_id: str) -> bytes:
         """The mail a Deferred intent describes, written now (the outbox sender calls it)."""

@@ -152,7 +152,7 @@ class Filer:
             if self.clocks is not None:  # a customer awaits the team from now on
                 self.clocks.customer_message(plan, ticket, fetched.internaldate)
             if team is not None:
-                team.notify(plan, ticket, mail, fetched.raw)
+                team.notify(plan, ticket, mail, fetched.raw, quotes=message)
         log.debug("%s UID %d -> ticket %d (%s)", plan.mailbox, fetched.uid, ticket, decision.reason)
         return ticket
 

@@ -361,11 +361,10 @@ class Ingestor:
         uidvalidity: int,
         items: list[tuple[FetchedMail, ParsedMail]],
         now: datetime,
-        want_ids: bool = False,
     ) -> tuple[IngestStats, list[int]]:
         """Thread and store a chunk of parsed messages; raises if any of it fails.
 
-        Returns the statistics and, with `want_ids`, the row ids of the messages stored.
+        Returns the statistics and the row ids of the messages stored.
         """
         stats = IngestStats()
         if not items:
@@ -382,7 +381,7 @@ class Ingestor:
             else:
                 self.filer.file(plan, fetched, mail, key)
                 stats.stored += 1
-        stats.ticket_numbers, row_ids = plan.flush(want_ids=want_ids)
+        stats.ticket_numbers, row_ids = plan.flush()
         stats.new_tickets = len(stats.ticket_numbers)
         return stats, row_ids
 
@@ -407,7 +406,7 @@ class Ingestor:
                 )
             now = self.clock()
             stats, row_ids = self._apply(
-                store, item.mailbox, item.uidvalidity, [(item.fetched, mail)], now, want_ids=True
+                store, item.mailbox, item.uidvalidity, [(item.fetched, mail)], now
             )
             if not stats.stored:
                 raise SupportdError(

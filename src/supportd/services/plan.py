@@ -37,6 +37,9 @@ class Outgoing:
     sender: str
     recipient: str
     build: Build
+    # The stored message whose text the mail quotes (a notification's customer message):
+    # the outbox row and the ticket's copy refer to that row instead of copying the text.
+    quotes: IncomingMessage | None = None
 
 
 @dataclass
@@ -251,7 +254,7 @@ class ChunkPlan:
             return key
         return None
 
-    def flush(self, want_ids: bool = False) -> tuple[list[int], list[int]]:
+    def flush(self) -> tuple[list[int], list[int]]:
         """Write the plan; returns the numbers of the tickets it opened and the message rows."""
         numbers = self.store.insert_tickets(
             [(t, self._insert_changes(t.placeholder)) for t in self.new_tickets], self.now
@@ -262,9 +265,7 @@ class ChunkPlan:
 
         for message in self.messages:
             message.ticket = real(message.ticket)
-        # Row ids are needed only to link duplicates of this chunk's messages (and replays).
-        need_ids = want_ids or any(isinstance(ref, str) for ref, _ in self.duplicates)
-        row_ids = self.store.insert_messages(self.messages, returning=need_ids)
+        row_ids = self.store.insert_messages(self.messages)
         self.store.insert_participants([(real(t), a, r) for t, a, r in self.participants])
         self.store.insert_duplicates(
             [
@@ -307,8 +308,15 @@ class ChunkPlan:
             message_id = self.message_id_for(row_id)
             number = 0 if o.ticket is None else real(o.ticket)
             subject, text, payload = o.build(number, message_id)
+            size = len(payload.whole) if isinstance(payload, Deferred) else len(payload)
+            text_of = _quoted_row(o, payload)  # None: the intent keeps the text itself
             queued = QueuedMail(
-                None if o.ticket is None else number, o.kind, o.sender, o.recipient, self.now
+                None if o.ticket is None else number,
+                o.kind,
+                o.sender,
+                o.recipient,
+                self.now,
+                text_of,
             )
             rows.append((row_id, queued, message_id, payload))
             if o.ticket is not None:
@@ -319,11 +327,28 @@ class ChunkPlan:
                         o.sender,
                         o.recipient,
                         subject,
-                        text,
+                        "" if text_of is not None else text,
                         message_id,
-                        len(payload.intent) if isinstance(payload, Deferred) else len(payload),
+                        size,
                         self.now,
+                        text_of,
                     )
                 )
         self.store.insert_outbox(rows)
         self.store.insert_copies(copies)
+
+
+def _quoted_row(o: Outgoing, payload: Payload) -> int | None:
+    """The message row holding the text a deferred mail quotes, when there is one and it
+    holds that very text (the intent then stores none: issue 9, a notification per agent
+    copied 8 KiB of customer's text twice)."""
+    source = o.quotes
+    if (
+        isinstance(payload, Deferred)
+        and payload.quoted is not None
+        and source is not None
+        and source.row_id is not None
+        and source.stored_text == payload.quoted
+    ):
+        return source.row_id
+    return None

@@ -113,10 +113,9 @@ class TicketStore(Protocol):
     ) -> list[int]:
         """Insert tickets (each with extra field values); their numbers, in order."""
 
-    def insert_messages(
-        self, messages: Sequence[IncomingMessage], returning: bool = True
-    ) -> list[int]:
-        """Store incoming messages; their ids in the order given ([] without `returning`)."""
+    def insert_messages(self, messages: Sequence[IncomingMessage]) -> list[int]:
+        """Store incoming messages, each with a new row id set on it (row_id); returns the
+        ids in the order given."""
 
     def insert_copies(self, copies: Sequence[OutgoingCopy]) -> None: ...
 

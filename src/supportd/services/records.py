@@ -42,10 +42,15 @@ class IncomingMessage:
     text: str | None = None  # None: the mail's own text
     untrusted: str = ""  # why agent-looking mail was not trusted
     reply_decision: str = ""
+    row_id: int | None = None  # set when it is written
 
     @property
     def sender(self) -> str:
         return self.mail.sender.email if self.mail.sender else ""
+
+    @property
+    def stored_text(self) -> str:
+        return self.mail.text if self.text is None else self.text
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,15 @@ class Deferred:
     outbox sender's renderer), instead of the bytes in the ingest transaction."""
 
     intent: str
+    # The text the mail quotes (a notification's: the customer's), kept apart so that the
+    # rows can refer to the stored message that holds it instead of a copy; written after
+    # the intent and a line break otherwise.
+    quoted: str | None = None
+
+    @property
+    def whole(self) -> str:
+        """The intent with its quoted text: what the renderer reads."""
+        return self.intent if self.quoted is None else f"{self.intent}\n{self.quoted}"
 
 
 # What composing an outgoing mail gives the outbox: its bytes, or what to write later.
@@ -73,6 +87,7 @@ class OutgoingCopy:
     message_id: str
     size: int
     created_at: datetime
+    text_of: int | None = None  # the message row holding the text (then text is "")
 
 
 @dataclass
@@ -84,3 +99,4 @@ class QueuedMail:
     sender: str
     recipient: str
     queued_at: datetime
+    text_of: int | None = None  # the message row whose text follows the intent

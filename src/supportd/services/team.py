@@ -31,7 +31,7 @@ from supportd.domain.team import ThreadHead, TicketFacts, TicketState
 from supportd.domain.threads import find_tag, ticket_tag
 from supportd.services.clocks import ClockKeeper
 from supportd.services.plan import ChunkPlan, Outgoing
-from supportd.services.records import Payload
+from supportd.services.records import IncomingMessage, Payload
 
 log = logging.getLogger(__name__)
 _INVISIBLE = re.compile("[\ufeff\u200b\u200c\u200d\u2060\u00ad]")
@@ -138,8 +138,16 @@ class Team:
             continues=state.continues,
         )
 
-    def notify(self, plan: ChunkPlan, ticket: int, mail: ParsedMail, raw: bytes) -> None:
-        """One notification per agent (only the assignee once there is one)."""
+    def notify(
+        self,
+        plan: ChunkPlan,
+        ticket: int,
+        mail: ParsedMail,
+        raw: bytes,
+        quotes: IncomingMessage | None = None,
+    ) -> None:
+        """One notification per agent (only the assignee once there is one); `quotes`: the
+        stored message, whose row the notifications refer to for the customer's text."""
         facts = self.facts(plan, ticket)
         if facts is None or mail.sender is None:
             return
@@ -154,7 +162,9 @@ class Team:
                 real = replace(facts, number=number, tag=ticket_tag(product, number))
                 return self.policy.mail.notification(real, agent, customer, text, raw, mid)
 
-            plan.send(Outgoing(ticket, "notification", self.policy.address, agent.email, build))
+            plan.send(
+                Outgoing(ticket, "notification", self.policy.address, agent.email, build, quotes)
+            )
 
     def continued(self, plan: ChunkPlan, ticket: int, now: datetime) -> bool:
         """True when a customer's mail on `ticket` must open a new ticket instead: it was

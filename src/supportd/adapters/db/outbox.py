@@ -36,7 +36,13 @@ from typing import Any
 from supportd.errors import ConfigError
 from supportd.services.outbox import DueMail
 
-_COLUMNS = "id, sender, recipients, raw, attempts, created_at, message_id, intent"
+# An intent whose row names the message holding its text (text_of) gets that text after a
+# line break, as an intent that holds its own text has it.
+_INTENT = (
+    "COALESCE(intent || '\n' || "
+    "(SELECT m.text FROM messages m WHERE m.id = outbox.text_of), intent)"
+)
+_COLUMNS = f"id, sender, recipients, raw, attempts, created_at, message_id, {_INTENT}"
 _DUE = f"SELECT {_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
 _DUE_AFTER = f"{_DUE} AND id > ? ORDER BY id LIMIT ?"
 # PostgreSQL: rows in its journal were sent (the table not yet told), so they are not due.

@@ -132,7 +132,7 @@ _LATEST_CUSTOMER = (
 )
 # RETURNING in parameter order: one statement for a whole batch (insertmanyvalues).
 _INSERT_TICKETS = insert(_tickets).returning(_tickets.c.number, sort_by_parameter_order=True)
-_INSERT_MESSAGES = insert(_messages).returning(_messages.c.id, sort_by_parameter_order=True)
+_INSERT_MESSAGES = insert(_messages)
 _TOUCH_TICKET = (
     update(_tickets)
     .where(_tickets.c.number == bindparam("ticket"))
@@ -144,10 +144,13 @@ _TOUCH_TICKET = (
 _REOPEN_TICKET = _TOUCH_TICKET.values(status="open")
 _INSERT_QUARANTINE = insert(_quarantine).returning(_quarantine.c.id)
 _INSERT_OUTBOX = insert(_outbox)
-_MAX_OUTBOX_ID = select(func.coalesce(func.max(_outbox.c.id), 0))
-_NEXT_OUTBOX_IDS = text(
-    "SELECT nextval(pg_get_serial_sequence('outbox', 'id')) FROM generate_series(1, :n)"
-)
+_MAX_ID = {table: select(func.coalesce(func.max(table.c.id), 0)) for table in (_outbox, _messages)}
+_NEXT_IDS = {
+    table: text(
+        f"SELECT nextval(pg_get_serial_sequence('{table.name}', 'id')) FROM generate_series(1, :n)"
+    )
+    for table in (_outbox, _messages)
+}
 _ACKS_SINCE = select(func.count()).where(
     _outbox.c.recipients == bindparam("address"),
     _outbox.c.kind == "auto_reply",
@@ -429,19 +432,18 @@ class SqlTicketStore:
         result = self.conn.execute(_INSERT_TICKETS, rows)
         return [int(n) for n in result.scalars()]
 
-    def insert_messages(
-        self, messages: Sequence[IncomingMessage], returning: bool = True
-    ) -> list[int]:
+    def insert_messages(self, messages: Sequence[IncomingMessage]) -> list[int]:
+        """Each message's row id is taken first (a plain executemany is much cheaper than
+        RETURNING in bulk) and set on it, so rows written with it can refer to it."""
         if not messages:
             return []
-        rows = [_incoming_row(m) for m in messages]
+        ids = self._new_ids(_messages, len(messages))
+        for message, row_id in zip(messages, ids, strict=True):
+            message.row_id = row_id
+        self.conn.execute(_INSERT_MESSAGES, [_incoming_row(m) for m in messages])
         if self.statistics is not None:
-            self.statistics.added(len(rows))
-        if not returning:  # plain executemany: much cheaper than RETURNING in bulk
-            self.conn.execute(insert(_messages), rows)
-            return []
-        result = self.conn.execute(_INSERT_MESSAGES, rows)
-        return [int(n) for n in result.scalars()]
+            self.statistics.added(len(messages))
+        return ids
 
     def insert_copies(self, copies: Sequence[OutgoingCopy]) -> None:
         if copies:
@@ -516,15 +518,19 @@ class SqlTicketStore:
         )
 
     def outbox_ids(self, count: int) -> list[int]:
+        return self._new_ids(_outbox, count)
+
+    def _new_ids(self, table: Any, count: int) -> list[int]:
+        """`count` new row ids of `table`, increasing, never handed out before."""
         if count <= 0:
             return []
         if self.conn.dialect.name == "postgresql":  # the sequence: safe beside other writers
             return sorted(
-                int(n) for n in self.conn.execute(_NEXT_OUTBOX_IDS, {"n": count}).scalars()
+                int(n) for n in self.conn.execute(_NEXT_IDS[table], {"n": count}).scalars()
             )
-        # SQLite gives a new row max(id) + 1; the ingest transaction holds the database's one
-        # write lock by now (it wrote the chunk's messages first), so nobody else can.
-        top = int(self.conn.execute(_MAX_OUTBOX_ID).scalar_one())
+        # SQLite gives a new row max(id) + 1; the ingest transaction took the database's one
+        # write lock when it began (BEGIN IMMEDIATE), so nobody else can meanwhile.
+        top = int(self.conn.execute(_MAX_ID[table]).scalar_one())
         return list(range(top + 1, top + 1 + count))
 
     def insert_outbox(self, rows: Sequence[tuple[int, QueuedMail, str, Payload]]) -> None:
@@ -541,7 +547,9 @@ class SqlTicketStore:
                     "sender": m.sender,
                     "recipients": m.recipient,
                     "raw": b"" if isinstance(payload, Deferred) else payload,
-                    "intent": payload.intent if isinstance(payload, Deferred) else None,
+                    # With text_of, the text follows from that row (adapters/db/outbox).
+                    "intent": _intent(payload, m.text_of),
+                    "text_of": m.text_of,
                     "status": "pending",
                     "attempts": 0,
                     "next_attempt_at": m.queued_at,
@@ -604,6 +612,12 @@ class SqlTicketStore:
             self.statistics.after_commit(self.conn)
 
 
+def _intent(payload: Payload, text_of: int | None) -> str | None:
+    if not isinstance(payload, Deferred):
+        return None
+    return payload.intent if text_of is not None else payload.whole
+
+
 def _addresses(addresses: tuple[Address, ...]) -> str:
     return ", ".join(str(a) for a in addresses)
 
@@ -657,6 +671,7 @@ NEW_TICKET_COLUMNS = frozenset(_NEW_TICKET_CLOCK) | {
 def _incoming_row(m: IncomingMessage) -> dict[str, object]:
     mail, fetched = m.mail, m.fetched
     return {
+        "id": m.row_id,
         "ticket_number": m.ticket,
         "direction": m.direction,
         "kind": m.kind,
@@ -671,7 +686,8 @@ def _incoming_row(m: IncomingMessage) -> dict[str, object]:
         "references": " ".join(mail.references),
         "date": fetched.internaldate,
         "header_date": mail.date_header,
-        "text": mail.text if m.text is None else m.text,
+        "text": m.stored_text,
+        "text_of": None,
         "mailbox": m.mailbox,
         "uidvalidity": m.uidvalidity,
         "uid": fetched.uid,
@@ -703,6 +719,7 @@ def _copy_row(c: OutgoingCopy) -> dict[str, object]:
         "date": c.created_at,
         "header_date": "",
         "text": c.text,
+        "text_of": c.text_of,
         "mailbox": None,
         "uidvalidity": None,
         "uid": None,

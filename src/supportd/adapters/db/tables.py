@@ -169,6 +169,8 @@ messages = Table(
     _required("date", UTCDateTime),
     _required("header_date", String(200), default=""),
     _required("text", Text, default=""),
+    # A notification's copy: the customer's message whose text it carries (text is "").
+    _optional("text_of", Integer),
     _optional("mailbox", String(500)),
     _optional("uidvalidity", BigInteger),
     _optional("uid", BigInteger),
@@ -243,6 +245,9 @@ outbox = Table(
     # What to write instead of raw (JSON; rendered when sent, adapters/teammail): a
     # notification is 8 KiB of intent instead of 17 KiB of MIME in the ingest transaction.
     _optional("intent", Text),
+    # With an intent: the message row whose text follows the intent (adapters/db/outbox
+    # reads it with the row), instead of the intent holding a copy of it.
+    _optional("text_of", Integer),
     _required("status", String(16), default="pending"),
     _required("attempts", Integer, default=0),
     _required("next_attempt_at", UTCDateTime),

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from supportd.adapters.db.models import (
@@ -70,7 +70,16 @@ def message_view(row: MessageRow, delivery: dict[str, Any] | None = None) -> dic
     return view
 
 
-_MESSAGE_COLUMNS = [c for c in MessageRow.__table__.columns if c.key != "raw"]
+_SOURCE = MessageRow.__table__.alias("source")
+# A notification's copy names the message holding its text (text_of) instead of a copy.
+_TEXT = func.coalesce(
+    select(_SOURCE.c.text).where(_SOURCE.c.id == MessageRow.text_of).scalar_subquery(),
+    MessageRow.text,
+).label("text")
+_MESSAGE_COLUMNS = [
+    *(c for c in MessageRow.__table__.columns if c.key not in ("raw", "text")),
+    _TEXT,
+]
 
 
 def _messages(session: Session, number: int) -> list[dict[str, Any]]:
