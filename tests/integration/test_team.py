@@ -181,6 +181,37 @@ def test_notifications_refer_to_the_customers_text_instead_of_copying_it(
     assert all(m["text"].strip() == "The installer stops with a blank page." for m in shown)
 
 
+def test_notifications_in_one_batch_each_quote_their_own_customer(
+    db_url: str, dovecot: Dovecot, account: Account, net: MailNet
+) -> None:
+    """Two customers' mail stored in one batch: each ticket's notifications, as sent and as
+    `tickets show` shows them, carry that ticket's customer's words and never the other's."""
+    desk = team_desk(db_url, dovecot, account, net)
+    words = {ALICE: "Alice's export is blank.", MALLORY: "Mallory's invoice is wrong."}
+    for number, (sender, body) in enumerate(words.items(), start=1):
+        net.send(
+            make_mail(sender=sender, subject=f"Question {number}", body=body, message_id=None),
+            sender,
+            [SUPPORT],
+        )
+    run_once(desk)
+
+    for number, (sender, body) in enumerate(words.items(), start=1):
+        detail = ticket(desk, number)
+        assert detail["requester"] == sender
+        shown = [m["text"].strip() for m in detail["messages"] if m["kind"] == "notification"]
+        assert shown == [body, body]  # one per agent
+        for agent in (RAHIM, NADIA):
+            [sent] = [
+                m
+                for m in net.inbox(agent)
+                if str(m["Subject"]) == f"[Desk #{number}] Question {number}"
+            ]
+            text = plain_text(sent)
+            assert body in text
+            assert not [other for other in words.values() if other != body and other in text]
+
+
 def test_customer_attachments_reach_the_agents_and_agent_attachments_the_customer(
     sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
 ) -> None:
