@@ -51,3 +51,4 @@ def test_without_a_row_holding_that_very_text_the_intent_keeps_its_own() -> None
     assert _quoted_row(_outgoing(stored_other), payload) is None
     assert _quoted_row(_outgoing(_message("x", 7)), b"raw bytes") is None
     assert payload.whole == '{"kind": "notification"}\nThe export is blank.'
+    assert payload.size == len(payload.whole) and Deferred("{}").size == 2

@@ -308,7 +308,7 @@ class ChunkPlan:
             message_id = self.message_id_for(row_id)
             number = 0 if o.ticket is None else real(o.ticket)
             subject, text, payload = o.build(number, message_id)
-            size = len(payload.whole) if isinstance(payload, Deferred) else len(payload)
+            size = payload.size if isinstance(payload, Deferred) else len(payload)
             text_of = _quoted_row(o, payload)  # None: the intent keeps the text itself
             queued = QueuedMail(
                 None if o.ticket is None else number,

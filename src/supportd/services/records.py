@@ -69,6 +69,11 @@ class Deferred:
         """The intent with its quoted text: what the renderer reads."""
         return self.intent if self.quoted is None else f"{self.intent}\n{self.quoted}"
 
+    @property
+    def size(self) -> int:
+        """len(self.whole), without writing it out."""
+        return len(self.intent) + (0 if self.quoted is None else 1 + len(self.quoted))
+
 
 # What composing an outgoing mail gives the outbox: its bytes, or what to write later.
 Payload = bytes | Deferred
