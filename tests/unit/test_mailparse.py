@@ -200,3 +200,12 @@ def test_crlf_and_lf_copies_are_the_same_message() -> None:
     crlf = raw(b"From: a@x.example", b"Message-ID: <1@x>", body=b"line one\r\nline two\r\n")
     lf = crlf.replace(b"\r\n", b"\n")
     assert dedup_key(parse(crlf), crlf) == dedup_key(parse(lf), lf)
+
+
+def test_html_to_text_keeps_blocks_and_cells_apart() -> None:
+    html = (
+        "<table><tr><td>Requester</td><td>Alice</td></tr></table><h5>Title</h5>after"
+        '<div>Done.</div><pre class="moz-signature">-- \nBob</pre><ul><li>one</li></ul>'
+        "<p>a</p><p>b</p>"
+    )
+    assert html_to_text(html) == "Requester Alice\nTitle\nafter\nDone.\n-- \nBob\none\na\nb"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
+from pathlib import Path
 
 import pytest
 from bench.replies import CORPUS, fragments, score
@@ -349,6 +351,58 @@ def test_agent_text_that_looks_like_headers_stays() -> None:
         "From: our side everything is ready.\n\n---- Step 2 ----\n\nLog in again."
     )
     assert words(text) == text
+
+
+def test_agent_sentences_the_library_takes_for_history_stay() -> None:
+    # mail-parser-reply's patterns match these; none says when it was written, as quoted
+    # history does, so they are the agent's words (and everything under them too).
+    for own in (
+        'On Friday the courier wrote:\n"Parcel left with neighbour at no. 12."',
+        "Le technicien a écrit dans son rapport :\nle colis a été remis au voisin.",
+        "please send a short mail like this:\n\nTo: billing@acme.example\nSubject: Refund",
+    ):
+        reply = f"Hi Alice,\n\n{own}\n\nWe fetch it back on Tuesday.\n\nBob"
+        text = f"{reply}\n\nOn Sun, Nov 29, 2026 at 10:00 AM Desk <{TOKEN}> wrote:\n\n"
+        assert words(text + quoted(NOTIFICATION)) == reply, own
+
+
+def test_sign_off_and_dashed_titles_in_other_languages_go() -> None:
+    for tail in (
+        "Verstuurd vanaf mijn iPhone",
+        "iPhoneから送信",
+        "发自我的iPhone",
+        "Von meinem Samsung Galaxy Smartphone gesendet.",
+        "Von Outlook für Android gesendet<https://aka.ms/AAb9ysg>",
+        "-- \nSent from my Android device with K-9 Mail. Please excuse my brevity.",
+    ):
+        text = f"Fixed.\n\n{tail}\n\n------------------ 原始邮件 ------------------\n{NOTIFICATION}"
+        assert words(text) == "Fixed.", tail
+    # A sentence that names a device is not a sign-off.
+    assert words("Fixed.\n\nVon meinem Laptop aus getestet, alles gut.") == (
+        "Fixed.\n\nVon meinem Laptop aus getestet, alles gut."
+    )
+
+
+# Replies written for clients and languages the rules above were not built from (a second
+# reader wrote them from each client's documented shape, quoting this desk's notification):
+# Outlook in ja, zh-TW, es, uk, el, cs and Outlook for Android, Foxmail, Gmail zh-CN, iOS
+# Mail in nl, pt, ja, pl, Samsung, Proton, Zoho, K-9, and agent sentences that look like
+# attribution lines. The HTML cases compare without blank lines (html_to_text's layout).
+REPLIES = json.loads((Path(__file__).parents[1] / "data" / "agent_replies.json").read_text())
+
+
+def _lines_of(text: str) -> list[str]:
+    return [line.rstrip() for line in text.split("\n") if line.strip()]
+
+
+@pytest.mark.parametrize("case", REPLIES, ids=[case["name"] for case in REPLIES])
+def test_clients_not_seen_when_the_rules_were_written(case: dict[str, str]) -> None:
+    desk = "support@example.com"
+    if case["text"]:
+        assert new_words(case["text"], case["html"], support_address=desk) == case["expected"]
+    if case["html"]:
+        got = html_new_words(case["html"], support_address=desk)
+        assert _lines_of(got) == _lines_of(case["expected"])
 
 
 @pytest.mark.parametrize(

@@ -165,7 +165,13 @@ def _date(value: str) -> datetime | None:
 
 
 class _HtmlText(HTMLParser):
-    _BLOCK = frozenset(("p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "blockquote"))
+    _BLOCK = frozenset(
+        (
+            "p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote",
+            "pre", "hr", "ul", "ol", "dl", "dt", "dd", "table", "address",
+        )
+    )  # fmt: skip
+    _CELL = frozenset(("td", "th"))  # cells of a row: apart, on the row's line
     _SKIP = frozenset(("script", "style", "head"))
 
     def __init__(self) -> None:
@@ -176,12 +182,19 @@ class _HtmlText(HTMLParser):
     def handle_starttag(self, tag: str, attrs: object) -> None:
         if tag in self._SKIP:
             self._skip += 1
-        elif tag in self._BLOCK:
+        elif tag == "br" or (tag in self._BLOCK and not self._at_line_start()):
             self.out.append("\n")
+        elif tag in self._CELL and self.out and not self.out[-1][-1:].isspace():
+            self.out.append(" ")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self._SKIP and self._skip:
             self._skip -= 1
+        elif tag in self._BLOCK and tag != "br" and not self._at_line_start():
+            self.out.append("\n")  # "<h5>Title</h5>text": the text on a line of its own
+
+    def _at_line_start(self) -> bool:
+        return bool(self.out) and self.out[-1].endswith("\n")
 
     def handle_data(self, data: str) -> None:
         if not self._skip:

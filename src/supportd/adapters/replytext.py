@@ -46,31 +46,43 @@ _UNDERSCORES = re.compile(r"^[\s>]*_{2,}\s*$")
 # Nachricht-----", Android/Samsung "-------- Original message --------", fr "-------- Message
 # d'origine --------", da "-------- Oprindelig besked --------", Zoho "---- On <date>
 # <address> wrote ----". The title must name a message, so "---- Step 2 ----" stays.
+_DASH = "=_\\-\u2010-\u2015"  # and the Unicode hyphens and dashes (Proton's "‐‐‐‐ Original")
 _DASHED_TITLE = re.compile(
-    r"^[\s>]*[-=_]{4,}[ \t]*(?=[^\s\-=_])[^\n]{0,80}?\b(?:original|message|nachricht|meddelelse|"
-    r"besked|mensaje|messaggio|bericht|wiadomo\w*|сообщение|viesti|melding|meddelande|"
-    r"mensagem|forwarded|weitergeleitet\w*|wrote|origine)\b[^\n]{0,80}?[-=_]{4,}\s*$",
+    rf"^[\s>]*[{_DASH}]{{4,}}[ \t]*(?=[^\s{_DASH}])[^\n]{{0,80}}?\b(?:original|message|"
+    r"nachricht|meddelelse|besked|mensaje|messaggio|bericht|wiadomo\w*|сообщение|viesti|"
+    r"melding|meddelande|mensagem|forwarded|weitergeleitet\w*|wrote|schrieb|origine|"
+    r"zpráva|správa|üzenet|mesaj|повідомлення|μήνυμα|原始邮件|原始郵件|元のメッセージ|"
+    r"원본 메시지)\b"
+    rf"[^\n]{{0,80}}?[{_DASH}]{{3,}}\s*$",
     re.IGNORECASE,
 )
+# Any such dashed title line right above history found otherwise goes with it.
+_DASHED_LINE = re.compile(rf"^[\s>]*[{_DASH}]{{4,}}[^\n]{{0,80}}?[{_DASH}]{{4,}}\s*$")
+_LONE_DELIMITER = re.compile(r"\n--[ \t]?\Z")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_TIME_OR_YEAR = re.compile(r"\b\d{1,2}[:.]\d{2}\b|\b(?:19|20)\d{2}\b")
+_TIME_OR_YEAR = re.compile(r"(?<!\d)\d{1,2}[:.]\d{2}(?!\d)|(?<!\d)(?:19|20)\d{2}(?!\d)")
 _WROTE = re.compile(
     r"(?:wrote|schrieb|a [ée]crit|escribi[óo]|escreveu|ha scritto|schreef|skrev|kirjoitti|"
-    r"napisa[łl]a?|napsal(?:\(a\))?|написал[а]?|yazd[ıi]|írta|scrie|έγραψε)\s*[-:：]*$",
+    r"napisa[łl]a?|napsal(?:\(a\))?|написал[а]?|написав|yazd[ıi]|írta|scrie|έγραψε|写道|寫道|"
+    r"geschreven|のメール|님이 작성)\s*[-:：]*$",
     re.IGNORECASE,
 )
 # Outlook and webmail header blocks the library misses: fr "Envoyé le :" (Outlook.com) and
 # "A :"/"Sujet :"/"Copie à :" (Orange), pt, fi, ru, tr, hu labels, and a From line
 # wrapped before its address. A block needs a From-like label and one more label.
 _FROM_LABELS = (
-    "from|de|von|da|van|fra|från|od|от|lähettäjä|kimden|feladó|message du|expéditeur|remitente"
+    "from|de|von|da|van|fra|från|od|от|від|από|lähettäjä|kimden|feladó|message du|expéditeur|"
+    "remitente|差出人|送信者|发件人|發件人|寄件者|보낸 사람"
 )
 _OTHER_LABELS = (
     "sent|to|subject|date|cc|bcc|reply-to|envoyé|envoyé le|à|a|objet|sujet|copie à|"
     "gesendet|an|betreff|datum|enviado|enviada|para|asunto|assunto|fecha|data|inviato|"
     "oggetto|verzonden|aan|onderwerp|sendt|til|emne|skickat|till|ämne|wysłano|do|temat|"
     "отправлено|кому|тема|дата|копия|lähetetty|vastaanottaja|aihe|päivämäärä|gönderildi|"
-    "kime|konu|tarih|küldve|címzett|tárgy|dátum"
+    "kime|konu|tarih|küldve|címzett|tárgy|dátum|enviado el|enviada el|odesláno|komu|předmět|"
+    "надіслано|копія|στάλθηκε|προς|θέμα|κοιν|ημερομηνία|送信日時|宛先|件名|日付|発信日時|"
+    "发送时间|发件时间|收件人|主题|抄送|日期|時間|寄件日期|收件者|主旨|副本|"
+    "받는 사람|보낸 날짜|제목|참조|날짜"
 )
 _LABEL_LINE = re.compile(
     rf"^[\s>]*[*_]*(?:(?P<from>{_FROM_LABELS})|{_OTHER_LABELS})[*_]*[ \t\xa0]{{0,2}}[:：]",
@@ -83,16 +95,24 @@ _CONTINUATION = re.compile(r"^[\s>]*(?:[<(\[]|\S+@\S+\s*$)")
 # customer. It names the sender's device ("my ...") or a mail app, is short and has no
 # comma: "Sent from my desk, ..." or "Sent from Berlin on Monday" stay.
 _SENT_FROM = re.compile(
-    r"^(?:sent from|get outlook for|envoyé (?:de|depuis|à partir de)|enviado desde|"
-    r"gesendet von|inviato da|verzonden (?:vanaf|met)|skickat från|sendt fra|wysłano z|"
-    r"odesláno z|отправлено (?:с|из))\s+(?P<rest>[^,;!\n]{1,80})$",
+    r"^(?:(?:sent from|sent with|get outlook for|envoyé (?:de|depuis|à partir de|avec)|"
+    r"enviado (?:desde|do|de)|gesendet (?:von|mit)|inviato da|verzonden (?:vanaf|met)|"
+    r"verstuurd (?:vanaf|met)|skickat från|sendt fra|wysłano z|wysłane z|odesláno z|"
+    r"отправлено (?:с|из)|надіслано з)\s+|发自|發自)(?P<rest>[^,;!\n]{1,80})$",
     re.IGNORECASE,
 )
-_VON_MEINEM = re.compile(r"^von meinem [^,;!\n]{1,60} gesendet$", re.IGNORECASE)
+# The verb last: de "Von meinem iPhone gesendet", "Von Outlook für Android gesendet"
+# (Samsung adds a full stop), ja "iPhoneから送信", ko "iPhone에서 보냄".
+_SENT_LAST = re.compile(
+    r"^(?:von (?P<von>[^,;!\n]{1,60}) gesendet\.?|(?P<rest>[^,;!\n]{1,60})(?:から送信|에서 보냄))$",
+    re.IGNORECASE,
+)
+# Outlook mobile links its app: "Get Outlook for Android<https://aka.ms/...>".
+_TRAILING_LINK = re.compile(r"\s*<https?://[^>\s]*>$")
 _DEVICE = re.compile(
-    r"^(?:my|mon|ma|mi|meinem|mijn|min|mio|mého|моего)\b|\b(?:mail|outlook|yahoo|gmail|aol|"
-    r"android|ios|iphone|ipad|blackberry|samsung|galaxy|mobile|proton\s?mail|typeapp|"
-    r"bluemail|spark)\b",
+    r"^(?:my|mon|ma|mi|meinem|mijn|min|mio|meu|mého|моего)\b|(?<![a-z])(?:mail|outlook|yahoo|"
+    r"gmail|aol|android|ios|iphone|ipad|blackberry|samsung|galaxy|mobile|proton\s?mail|"
+    r"typeapp|bluemail|spark)(?![a-z])",
     re.IGNORECASE,
 )
 
@@ -130,7 +150,9 @@ def _text_new_words(text: str, support_address: str) -> str:
         for line in kept
         if not _QUOTE_PREFIX.match(line) and not (token and token.search(line))
     ]
-    return "\n".join(kept).strip()
+    words = "\n".join(kept).strip()
+    # A signature delimiter with nothing under it: the sign-off below it was cut (K-9).
+    return _LONE_DELIMITER.sub("", words).rstrip()
 
 
 def _first_history_line(lines: list[str]) -> int:
@@ -149,7 +171,14 @@ def _first_history_line(lines: list[str]) -> int:
         if len(fields) == 1 and _FIELD.match(found.strip()) and not found.rstrip().endswith(":"):
             continue
         start = match.start() + len(found) - len(found.lstrip())
-        cut = min(cut, stripped.count("\n", 0, start))
+        first = stripped.count("\n", 0, start)
+        # Its English and French patterns take an agent's own sentence ("On Friday the
+        # courier wrote:", "To: billing@...\nSubject: ..." as instructions): quoted history
+        # says when it was written, in the match or the lines of its block.
+        block = lines[first : stripped.count("\n", 0, match.end()) + 4]
+        if not _TIME_OR_YEAR.search("\n".join(block)):
+            continue
+        cut = min(cut, first)
         break
     # Apple Mail wraps a long attribution after its commas ("On Nov 21, 2014,\nat 10:18,\n
     # John <john@x> wrote:"); its head lines go with it.
@@ -160,7 +189,10 @@ def _first_history_line(lines: list[str]) -> int:
         cut -= 1
     # Separators and blank lines right above the history go with it (Outlook's underscores
     # or dashes above "From:", the "====" some webmails put above their header block).
-    while cut > 0 and _BLANK_OR_SEPARATOR.match(lines[cut - 1]):
+    while cut > 0 and (
+        _BLANK_OR_SEPARATOR.match(lines[cut - 1])
+        or (cut < len(lines) and _DASHED_LINE.match(lines[cut - 1]))
+    ):
         cut -= 1
     return cut
 
@@ -185,8 +217,11 @@ def _first_rule_line(lines: list[str]) -> int:
 
 
 def _is_sent_from(line: str) -> bool:
-    if _VON_MEINEM.match(line):
-        return True
+    line = _TRAILING_LINK.sub("", line)
+    last = _SENT_LAST.match(line)
+    if last is not None:
+        rest = last.group("von") or last.group("rest")
+        return rest.lower().startswith("meinem ") or _DEVICE.search(rest) is not None
     match = _SENT_FROM.match(line)
     return match is not None and _DEVICE.search(match.group("rest")) is not None
 
