@@ -177,7 +177,10 @@ class Composer(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self) -> AbstractContextManager[TicketStore]: ...
+    def __call__(self, durable: bool = True) -> AbstractContextManager[TicketStore]:
+        """A transaction. durable=False: its commit may return before the disk has it (a
+        kill -9 keeps it, an OS crash or power loss may not); a later durable commit makes
+        it durable too."""
 
 
 class Clock(Protocol):

@@ -11,6 +11,13 @@ from sqlalchemy.exc import ArgumentError
 from supportd.adapters.db.outbox import OutboxDatabase
 from supportd.errors import ConfigError
 
+# Execution option: False for a transaction whose commit may return before the disk has
+# it (a kill -9 keeps it, an OS crash or power loss may not). A later durable commit makes
+# it durable too: SQLite's WAL and PostgreSQL's are written in order, and their fsync
+# covers everything before it. services/ingest commits a backlog's batches so.
+DURABLE = "durable"
+_LEVEL = "supportd_synchronous"  # Connection.info: the SQLite connection's level now
+
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """An Engine for `url`; SQLite gets WAL, FULL sync and working SAVEPOINTs."""
@@ -25,9 +32,16 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        return create_engine(parsed, echo=echo, pool_pre_ping=True)
+        engine = create_engine(parsed, echo=echo, pool_pre_ping=True)
     except Exception as exc:  # unknown dialect, missing driver
         raise ConfigError(f"database.url: cannot use {parsed.drivername!r}: {exc}") from None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        if not conn.get_execution_options().get(DURABLE, True):  # this transaction only
+            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+
+    return engine
 
 
 def outbox_database(engine: Engine) -> OutboxDatabase:
@@ -51,8 +65,8 @@ def _sqlite_setup(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit survives power loss, so the cursor never claims a lost message.
-        # One commit per FETCH batch keeps the fsync cost small. (The outbox's marks:
+        # FULL: a commit survives power loss; NORMAL for transactions with DURABLE=False
+        # (set before their BEGIN: SQLite refuses it inside one). (The outbox's marks:
         # NORMAL, see db/outbox.OutboxDatabase.)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -61,5 +75,9 @@ def _sqlite_setup(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
         # Writers take the lock up front (no deadlock on upgrade); readers never block them.
-        writer = conn.get_execution_options().get("writer", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        options = conn.get_execution_options()
+        level = "FULL" if options.get(DURABLE, True) else "NORMAL"
+        if conn.info.get(_LEVEL, "FULL") != level:
+            conn.exec_driver_sql(f"PRAGMA synchronous={level}")
+            conn.info[_LEVEL] = level
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("writer", False) else "BEGIN")

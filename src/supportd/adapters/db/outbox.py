@@ -86,7 +86,7 @@ class OutboxDatabase:
 
     `durable=False`: a mark's commit returns before the disk has it (SQLite
     synchronous=NORMAL: it is in the WAL, so a kill -9 of supportd never forgets it, only an
-    OS crash can, until the next ingest batch's FULL commit; PostgreSQL
+    OS crash can, until the next durable commit or checkpoint; PostgreSQL
     synchronous_commit=off: only a crash of the server within ~0.6 s can). Such a forgotten
     mark sends its row once more. It spares an fsync per sent row.
     """

@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 
 from supportd.adapters.db import tables
+from supportd.adapters.db.engine import DURABLE
 from supportd.domain.mail import Address, Cursor, FetchedMail, QuarantinedMail
 from supportd.domain.team import TicketState
 from supportd.errors import FencedError
@@ -736,13 +737,15 @@ def _copy_row(c: OutgoingCopy) -> dict[str, object]:
 
 def transactions(
     engine: Engine, wrap: Callable[[Connection], T]
-) -> Callable[[], AbstractContextManager[T]]:
-    """A factory of writer transactions: `with uow() as x: ...; x.commit()`; else rollback."""
+) -> Callable[..., AbstractContextManager[T]]:
+    """A factory of writer transactions: `with uow() as x: ...; x.commit()`; else rollback.
+    `uow(durable=False)`: its commit may return before the disk has it (engine.DURABLE)."""
     writer = engine.execution_options(writer=True)
+    relaxed = engine.execution_options(writer=True, **{DURABLE: False})
 
     @contextmanager
-    def _uow() -> Iterator[T]:
-        with writer.connect() as conn:
+    def _uow(durable: bool = True) -> Iterator[T]:
+        with (writer if durable else relaxed).connect() as conn:
             try:
                 yield wrap(conn)
             finally:
@@ -752,7 +755,7 @@ def transactions(
     return _uow
 
 
-def unit_of_work(engine: Engine) -> Callable[[], AbstractContextManager[SqlTicketStore]]:
+def unit_of_work(engine: Engine) -> Callable[..., AbstractContextManager[SqlTicketStore]]:
     """Transactions for ingestion (which keeps PostgreSQL's statistics up, see Statistics)."""
     statistics = Statistics()
     return transactions(engine, lambda conn: SqlTicketStore(conn, statistics))

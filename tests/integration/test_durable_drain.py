@@ -1,0 +1,137 @@
+"""A backlog's batches commit without waiting for the disk; nothing leaves the server
+before a durable commit covers them (invariant 1 under power loss as well as kill -9)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import text
+
+from supportd.adapters.db import schema
+from supportd.bootstrap import Desk, build_desk, build_engine
+from supportd.config import settings_from_dict
+from supportd.domain.mail import FetchedMail
+from supportd.services.ports import ArchiveJournal
+from tests.conftest import desk_config
+from tests.support.desk import OPEN_DESKS
+from tests.support.mail import make_mail
+
+BATCH = 2
+
+
+class Backlog:
+    """A mailbox of `count` mails served in batches of BATCH; archive() is logged."""
+
+    def __init__(self, count: int, log: list[Any], stop_after: int = 0) -> None:
+        self.mails = [
+            FetchedMail(
+                uid,
+                datetime(2026, 12, 7, 6, 0, tzinfo=UTC),
+                make_mail(sender=f"c{uid}@customer.example", message_id=f"<m{uid}@c.example>"),
+            )
+            for uid in range(1, count + 1)
+        ]
+        self.log = log
+        self.stop = threading.Event()
+        self.stop_after = stop_after
+
+    key = "INBOX"
+
+    def open(self) -> int:
+        return 7
+
+    def uids_after(self, last_uid: int) -> Sequence[int]:
+        return [m.uid for m in self.mails if m.uid > last_uid]
+
+    def fetch(self, uids: Sequence[int]) -> Iterator[list[FetchedMail]]:
+        wanted = [m for m in self.mails if m.uid in set(uids)]
+        for start in range(0, len(wanted), BATCH):
+            if self.stop_after and start // BATCH >= self.stop_after:
+                self.stop.set()  # the drain stops after the batch it holds
+            yield wanted[start : start + BATCH]
+
+    def archive(self, up_to_uid: int, journal: ArchiveJournal) -> int:
+        self.log.append(("archive", up_to_uid))
+        return up_to_uid
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _desk(db_url: str, log: list[Any]) -> Desk:
+    settings = settings_from_dict(desk_config(db_url, None, 1, imap__parse_workers=0))
+    engine = build_engine(settings)
+    schema.upgrade(engine)
+    desk = build_desk(settings, engine=engine)
+    OPEN_DESKS.append(desk)
+    real = desk.ingestor.uow
+
+    @contextmanager
+    def recording(durable: bool = True) -> Iterator[Any]:
+        with real(durable=durable) as store:
+            commit = store.commit
+
+            def logged() -> None:
+                level = ""
+                if store.conn.dialect.name == "postgresql":  # the level this commit runs with
+                    on = store.conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+                    level = "FULL" if on else "NORMAL"
+                commit()
+                if store.conn.dialect.name == "sqlite":  # the level this commit ran with
+                    raw = store.conn.connection.dbapi_connection
+                    level = {1: "NORMAL", 2: "FULL"}[
+                        raw.execute("PRAGMA synchronous").fetchone()[0]
+                    ]
+                log.append(("commit", durable, level))
+
+            store.commit = logged
+            yield store
+
+    desk.ingestor.uow = recording
+    return desk
+
+
+def _commits_before_archive(log: list[Any]) -> list[bool]:
+    end = next(i for i, entry in enumerate(log) if entry[0] == "archive")
+    return [entry[1] for entry in log[:end] if entry[0] == "commit"]
+
+
+def test_a_backlog_commits_relaxed_and_ends_durable_before_the_archive(db_url: str) -> None:
+    log: list[Any] = []
+    desk = _desk(db_url, log)
+    source = Backlog(7, log)
+    stats = desk.ingestor.drain(source)
+    assert stats.stored == 7
+    assert log[-1] == ("archive", 7)
+    commits = _commits_before_archive(log)
+    ingest = [entry for entry in log if entry[0] == "commit"][-4:]  # 4 batches of <= 2
+    assert [durable for _, durable, _ in ingest] == [False, False, False, True]
+    assert commits[-1] is True  # the archive comes after a durable commit
+    # The relaxed commits really ran so (SQLite: synchronous=NORMAL; PostgreSQL:
+    # synchronous_commit=off), and the next transaction is durable again.
+    assert [level for _, _, level in ingest] == ["NORMAL", "NORMAL", "NORMAL", "FULL"]
+    if desk.settings.database.url.startswith("sqlite"):
+        with desk.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 2
+
+
+def test_a_drain_stopped_early_makes_its_batches_durable_before_the_archive(
+    db_url: str,
+) -> None:
+    log: list[Any] = []
+    desk = _desk(db_url, log)
+    source = Backlog(9, log, stop_after=2)
+    stats = desk.ingestor.drain(source, stop=source.stop)
+    assert 0 < stats.stored < 9
+    archived_up_to = log[-1][1]
+    assert archived_up_to == stats.stored  # only what was stored is moved
+    commits = _commits_before_archive(log)
+    assert False in commits  # the backlog's batches were relaxed
+    assert commits[-1] is True
