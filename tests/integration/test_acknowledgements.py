@@ -200,20 +200,23 @@ def test_permanent_bounce_joins_its_ticket_and_stops_replies(
     assert newest is not None and "bounced permanently" in newest["messages"][0]["auto_reply"]
 
 
+# Form mailers often send from a no-reply address: the mail is still the customer's.
+@pytest.mark.parametrize("mailer", ["form@desk.example", "no-reply@shop.desk.example"])
 def test_contact_form_mail_belongs_to_the_customer(
-    sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink
+    mailer: str, sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink
 ) -> None:
     form = make_mail(
-        sender="Website <form@desk.example>",
+        sender=f"Website <{mailer}>",
         subject="Contact form: installation",
         body="Name: Rahim Uddin\nEmail: rahim@customer.example\n\nHow do I install it?",
         message_id="<f1@desk.example>",
     )
     append(dovecot, account, form)
-    desk = make_desk(sqlite_url, dovecot, account, support__form_senders=["form@desk.example"])
+    desk = make_desk(sqlite_url, dovecot, account, support__form_senders=[mailer])
     run_once(desk)
     [ticket] = list_tickets(desk.engine)
     assert ticket["requester"] == "rahim@customer.example"
+    assert ticket["category"] != "other"  # classified, as a person's mail is
     assert [r.recipients for r in smtp.received] == [["rahim@customer.example"]]
 
 

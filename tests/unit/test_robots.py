@@ -10,6 +10,7 @@ def mail(
     sender: str = "alice@customer.example",
     return_path: str | None = None,
     content_type: str = "text/plain",
+    subject: str = "s",
     **headers: str,
 ) -> ParsedMail:
     return ParsedMail(
@@ -20,11 +21,11 @@ def mail(
         to=(),
         cc=(),
         reply_to=(),
-        subject="s",
+        subject=subject,
         date_header="",
         date=None,
         text="",
-        auto_headers={k.replace("_", "-"): v for k, v in headers.items()},
+        auto_headers={k.rstrip("_").replace("_", "-"): v for k, v in headers.items()},
         return_path=return_path,
         content_type=content_type,
     )
@@ -57,3 +58,45 @@ def test_a_person_is_not_automatic() -> None:
 )
 def test_robots_are_recognised(m: ParsedMail) -> None:
     assert automatic_reason(m) != ""
+
+
+# Shapes a second reader wrote from each sender's documented behaviour (issue 4's
+# invariant: never answer a robot), and persons the rules once took for robots.
+@pytest.mark.parametrize(
+    "m",
+    [
+        mail(subject="自動応答: [Desk] Refund"),
+        mail(subject="Risposta automatica: Refund"),
+        mail(subject="Automatisch antwoord: Refund"),
+        mail(subject="[EXTERNAL] Out of Office: Refund"),
+        mail(subject="Out of Office AutoReply: Refund"),
+        mail(subject="Out of office"),
+        mail(x_servicenow_generated="true"),
+        mail(x_loop="support@vendor.example"),
+        mail(x_no_loop="yes"),
+        mail(sender="drive-shares-dm-noreply@google.com"),
+        mail(sender="ne-pas-repondre@impots.example"),
+        mail(sender="bounces+verp=x@lists.example"),
+        mail(sender="agent@vendor.example", sender_="Salesforce <noreply@salesforce.com>"),
+    ],
+)
+def test_more_robots_are_recognised(m: ParsedMail) -> None:
+    assert automatic_reason(m) != ""
+
+
+@pytest.mark.parametrize(
+    "m",
+    [
+        mail(subject="Out of office hours emergency number?"),
+        mail(subject="Automatic reply settings not saving in your app"),
+        mail(subject="Autoreply from your system is confusing"),
+        mail(subject="RE: Automatic reply: Refund"),  # a person answering a robot
+        mail(sender="bouncehouse.rentals@gmail.com"),
+        mail(sender="bounce.house@party.example"),
+        mail(sender="noreplyk@customer.example"),
+        mail(sender="info@customer.example"),
+        mail(sender="alice@customer.example", sender_="Alice <alice@customer.example>"),
+    ],
+)
+def test_persons_are_not_taken_for_robots(m: ParsedMail) -> None:
+    assert automatic_reason(m) == ""

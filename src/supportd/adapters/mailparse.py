@@ -41,6 +41,11 @@ AUTO_HEADERS = (
     "x-mlserver",
     "x-apple-action",
     "x-loop",
+    "x-no-loop",
+    "x-autoresponder",
+    "x-auto-reply",
+    "x-servicenow-generated",
+    "sender",
 )
 _WANTED = frozenset(
     (

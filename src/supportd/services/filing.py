@@ -49,7 +49,9 @@ class Filer:
             # A website form mailer speaks for the customer it names, unless the name is the
             # desk's or an agent's address: a visitor must not become an agent that way.
             if customer is not None and customer.email not in self.desk.own_addresses:
-                mail = replace(mail, sender=customer)
+                # Judged again as the customer's: the worker's verdict was about the form
+                # mailer's own address (often no-reply@), which answers for no one here.
+                mail = replace(mail, sender=customer, automatic=None)
         threading_mail = mail
         if mail.bounce is not None:  # a bounce belongs with the mail that bounced
             threading_mail = replace(mail, in_reply_to=mail.bounce.original_ids + mail.in_reply_to)
