@@ -641,6 +641,82 @@ def test_two_customers_answering_one_announcement_get_two_tickets(
     assert not [m for m in net.inbox(MALLORY) if "Hi Alice" in plain_text(m)]
 
 
+def _customer_mail(net: MailNet, sender: str, mid: str, body: str, **headers: str) -> None:
+    mail = make_mail(
+        sender=sender, subject="Re: New release 2.0", body=body, message_id=mid, **headers
+    )
+    net.send(mail, sender, [SUPPORT])
+
+
+def test_a_planted_message_id_does_not_pull_another_customer_in(
+    sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
+) -> None:
+    """A Message-ID is no secret: Mallory sends one with the vendor's newsletter's ID, so
+    that replies to the newsletter would be filed on his ticket and answered to him."""
+    desk = team_desk(sqlite_url, dovecot, account, net)
+    parent = "<announcement-7@vendor.example>"
+    _customer_mail(net, MALLORY, parent, "first!")
+    run_once(desk)
+    _customer_mail(
+        net, ALICE, "<a7@customer.example>", "My licence key is K-123.", In_Reply_To=parent
+    )
+    run_once(desk)
+    assert (ticket(desk, 1)["requester"], ticket(desk, 2)["requester"]) == (MALLORY, ALICE)
+    agent_answers(net, notification(net, RAHIM, -1), RAHIM, "Hi Alice, K-123 is renewed.")
+    run_once(desk)
+    assert len(relayed(net)) == 1
+    assert not [m for m in net.inbox(MALLORY) if "K-123" in plain_text(m)]
+
+
+def test_a_cc_from_a_stranger_does_not_pull_the_customer_onto_his_ticket(
+    sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
+) -> None:
+    desk = team_desk(sqlite_url, dovecot, account, net)
+    parent = "<announcement-7@vendor.example>"
+    _customer_mail(net, MALLORY, "<m7@elsewhere.example>", "hi", In_Reply_To=parent, Cc=ALICE)
+    run_once(desk)
+    _customer_mail(
+        net, ALICE, "<a7@customer.example>", "My licence key is K-123.", In_Reply_To=parent
+    )
+    run_once(desk)
+    assert ticket(desk, 2)["requester"] == ALICE  # her own ticket, not Mallory's
+    assert ticket(desk, 1)["message_count"] == 1
+
+
+def test_a_message_id_used_twice_does_not_join_the_ticket_replying_to_the_first(
+    sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
+) -> None:
+    """Broken mailers reuse Message-IDs: Alice's follow-up answers her <1@localhost>;
+    Carol's unrelated mail with that same ID must not look like what it answers."""
+    desk = team_desk(sqlite_url, dovecot, account, net)
+    _customer_mail(net, ALICE, "<1@localhost>", "question")
+    _customer_mail(net, ALICE, "<2@localhost>", "any news?", In_Reply_To="<1@localhost>")
+    run_once(desk)
+    _customer_mail(net, "carol@third.example", "<1@localhost>", "Refund to IBAN DE00 1234")
+    run_once(desk)
+    assert ticket(desk, 1)["message_count"] == 2
+    assert ticket(desk, 2)["requester"] == "carol@third.example"
+
+
+def test_a_colleague_in_cc_still_joins_the_ticket_in_any_order(
+    sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
+) -> None:
+    """What the rules above keep: Bob, whom Alice put in Cc, answers to all; his reply
+    arrives before Alice's question, and a second colleague's after it."""
+    desk = team_desk(sqlite_url, dovecot, account, net)
+    bob, dina = "bob@customer.example", "dina@customer.example"
+    question = "<q9@customer.example>"
+    reply = dict(In_Reply_To=question, to=f"{ALICE}, {SUPPORT}")
+    _customer_mail(net, bob, "<b9@customer.example>", "same here", Cc=dina, **reply)
+    run_once(desk)
+    _customer_mail(net, ALICE, question, "cannot install", Cc=f"{bob}, {dina}")
+    run_once(desk)
+    _customer_mail(net, dina, "<d9@customer.example>", "and here", **reply)
+    run_once(desk)
+    assert ticket(desk, 1)["message_count"] == 3
+    assert show_ticket(desk.engine, 2) is None
+
+
 def test_untrusted_agent_looking_mail_does_not_reopen_a_closed_ticket(
     sqlite_url: str, dovecot: Dovecot, account: Account, net: MailNet
 ) -> None:

@@ -8,6 +8,13 @@ A message joins an existing ticket only
   sender is that ticket's requester or a participant.
 A tag from anybody else opens a new ticket: guessing a number must not reveal or
 extend somebody else's ticket.
+
+A Message-ID is no secret: every copy of a mail carries it, and newsletters, lists,
+forwards and broken mailers (<1@localhost>) hand the same one to many people. So a stored
+message that supportd did not write links a new mail to its ticket only when the two are
+between the same people (`replies_to`, `answered_by`, `sibling_of`): otherwise one
+customer could plant a newsletter's Message-ID and receive the answers to everyone who
+replies to that newsletter. Message-IDs supportd issued (its own mail) link as before.
 """
 
 from __future__ import annotations
@@ -42,6 +49,49 @@ class ThreadDecision:
 @lru_cache(maxsize=32)
 def _tag_pattern(product: str) -> re.Pattern[str]:
     return re.compile(r"\[\s*" + re.escape(product) + r"\s*#\s*(\d{1,18})\s*\]", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A stored message found by its Message-ID (or its parent's): its ticket and who
+    wrote it to whom."""
+
+    ticket: int
+    ours: bool  # written by supportd (an acknowledgement, a relayed answer): an issued ID
+    author: str = ""
+    addressed: frozenset[str] = frozenset()  # its To and Cc
+
+
+def _sender(mail: ParsedMail) -> str:
+    return mail.sender.email if mail.sender else ""
+
+
+def _addressed(mail: ParsedMail) -> frozenset[str]:
+    return frozenset(a.email for a in (*mail.to, *mail.cc) if a.email)
+
+
+def replies_to(mail: ParsedMail, parent: Seen) -> bool:
+    """`mail` answers the stored `parent`: its author's follow-up, or a reply to its author."""
+    if parent.ours:
+        return True
+    sender = _sender(mail)
+    return bool(sender) and (sender == parent.author or parent.author in _addressed(mail))
+
+
+def answered_by(mail: ParsedMail, child: Seen) -> bool:
+    """The stored `child` answers `mail`, which arrives after it: it came from the same
+    sender, or was written to that sender."""
+    if child.ours:
+        return True
+    sender = _sender(mail)
+    return bool(sender) and (sender == child.author or sender in child.addressed)
+
+
+def sibling_of(mail: ParsedMail, sibling: Seen) -> bool:
+    """`mail` and the stored `sibling` answer the same message: the same sender, or `mail`
+    is written to the sibling's author too (a reply to all)."""
+    sender = _sender(mail)
+    return bool(sender) and (sender == sibling.author or sibling.author in _addressed(mail))
 
 
 def ticket_tag(product: str, number: int) -> str:

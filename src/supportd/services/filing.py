@@ -13,7 +13,14 @@ from datetime import timedelta
 from supportd.domain.acknowledgement import form_customer
 from supportd.domain.mail import FetchedMail, ParsedMail
 from supportd.domain.robots import automatic_reason
-from supportd.domain.threads import decide, new_participants, strip_tag
+from supportd.domain.threads import (
+    answered_by,
+    decide,
+    new_participants,
+    replies_to,
+    sibling_of,
+    strip_tag,
+)
 from supportd.services.answers import Answerer, Arrival, DeskIdentity, ReplyPolicy
 from supportd.services.clocks import ClockKeeper
 from supportd.services.plan import ChunkPlan
@@ -56,20 +63,29 @@ class Filer:
         if mail.bounce is not None:  # a bounce belongs with the mail that bounced
             threading_mail = replace(mail, in_reply_to=mail.bounce.original_ids + mail.in_reply_to)
         refs = threading_mail.thread_references()
-        known = {r: plan.ticket_of_id[r] for r in refs if r in plan.ticket_of_id}
+        # Stored messages link only between the same people (domain/threads: a Message-ID
+        # is no secret); supportd's own link as issued.
+        known = {
+            r: seen.ticket
+            for r in refs
+            if (seen := plan.seen_by_id.get(r)) is not None and replies_to(threading_mail, seen)
+        }
         related = None
         sender = mail.sender.email if mail.sender else ""
         if not known:  # out of order: a reply to this mail, or a sibling, arrived first
-            if mail.message_id and mail.message_id in plan.ticket_of_parent:
-                related = plan.ticket_of_parent[mail.message_id]  # it answers this very mail
-            else:
-                # A sibling (same parent) joins only from the ticket's own people: two
-                # customers answering one announcement are two tickets, not one.
-                sibling = next(
-                    (plan.ticket_of_parent[m] for m in refs if m in plan.ticket_of_parent), None
+            answers = plan.children_of.get(mail.message_id or "", ())
+            related = next((c.ticket for c in answers if answered_by(mail, c)), None)
+            if related is None:
+                # Two customers answering one announcement are two tickets, not one.
+                related = next(
+                    (
+                        s.ticket
+                        for m in refs
+                        for s in plan.children_of.get(m, ())
+                        if sibling_of(mail, s)
+                    ),
+                    None,
                 )
-                if sibling is not None and sender in plan.members(sibling):
-                    related = sibling
         decision = decide(threading_mail, self.desk.product, known, plan.members, related)
         # The parse worker judged it already; mail filed without it (replays) is judged here.
         automatic = automatic_reason(mail) if mail.automatic is None else mail.automatic

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from supportd.domain.mail import FetchedMail, ParsedMail
 from supportd.domain.team import ThreadHead, TicketState
+from supportd.domain.threads import Seen
 from supportd.services.ports import TicketStore
 from supportd.services.records import (
     Deferred,
@@ -59,8 +60,9 @@ class ChunkPlan:
     uidvalidity: int
     now: datetime
     stored_keys: dict[str, int]
-    ticket_of_id: dict[str, int]
-    ticket_of_parent: dict[str, int]
+    # Stored messages by Message-ID, and the stored replies to a Message-ID (latest first).
+    seen_by_id: dict[str, Seen]
+    children_of: dict[str, list[Seen]]
     message_id_for: Callable[[int], str]
     new_tickets: list[NewTicket] = field(default_factory=list)
     touched: dict[int, Touch] = field(default_factory=dict)
@@ -98,13 +100,16 @@ class ChunkPlan:
             uidvalidity=uidvalidity,
             now=now,
             stored_keys=store.find_deliveries(mailbox, list(keys)),
-            ticket_of_id=store.tickets_for_message_ids(sorted(refs)),
-            ticket_of_parent=store.tickets_by_parent(sorted(refs | own)),
+            seen_by_id=store.seen_by_message_ids(sorted(refs)),
+            children_of=store.seen_by_parent(sorted(refs | own)),
             message_id_for=message_id_for,
         )
         # The tickets the chunk's references point at, in two queries rather than two or
         # three per reply (state, participants, requester: round trips on PostgreSQL).
-        known = sorted({*plan.ticket_of_id.values(), *plan.ticket_of_parent.values()})
+        known = sorted(
+            {s.ticket for s in plan.seen_by_id.values()}
+            | {s.ticket for children in plan.children_of.values() for s in children}
+        )
         if known:
             states = store.ticket_states(known)
             members = store.participants_many(known)
@@ -234,11 +239,17 @@ class ChunkPlan:
         ticket, mail = message.ticket, message.mail
         self.batch_keys[message.dedup_key] = len(self.messages)
         self.messages.append(message)
+        seen = Seen(
+            ticket,
+            False,
+            mail.sender.email if mail.sender else "",
+            frozenset(a.email for a in (*mail.to, *mail.cc) if a.email),
+        )
         if mail.message_id:
-            self.ticket_of_id.setdefault(mail.message_id, ticket)
+            self.seen_by_id.setdefault(mail.message_id, seen)
         parents = mail.thread_references()
         if parents:
-            self.ticket_of_parent[parents[0]] = ticket
+            self.children_of.setdefault(parents[0], []).insert(0, seen)
         if ticket < 0:
             self.new_tickets[-ticket - 1].message_count += int(counted)
         else:

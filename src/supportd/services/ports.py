@@ -11,6 +11,7 @@ from typing import Protocol
 from supportd.domain.acknowledgement import AckContext
 from supportd.domain.mail import Cursor, FetchedMail, QuarantinedMail
 from supportd.domain.team import TicketState
+from supportd.domain.threads import Seen
 from supportd.services.records import (
     IncomingMessage,
     NewTicket,
@@ -78,10 +79,11 @@ class TicketStore(Protocol):
     def find_deliveries(self, mailbox: str, dedup_keys: Sequence[str]) -> dict[str, int]:
         """Stored message rows by delivery identity (dedup key)."""
 
-    def tickets_for_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]: ...
+    def seen_by_message_ids(self, message_ids: Sequence[str]) -> dict[str, Seen]:
+        """The first stored message with each of `message_ids`."""
 
-    def tickets_by_parent(self, message_ids: Sequence[str]) -> dict[str, int]:
-        """Tickets holding a stored message whose nearest parent is one of `message_ids`."""
+    def seen_by_parent(self, message_ids: Sequence[str]) -> dict[str, list[Seen]]:
+        """Stored messages whose nearest parent is one of `message_ids`, latest first."""
 
     def participants(self, ticket: int) -> frozenset[str]: ...
 

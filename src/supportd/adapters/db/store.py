@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from email.utils import getaddresses
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -31,6 +32,7 @@ from supportd.adapters.db import tables
 from supportd.adapters.db.engine import DURABLE
 from supportd.domain.mail import Address, Cursor, FetchedMail, QuarantinedMail
 from supportd.domain.team import TicketState
+from supportd.domain.threads import Seen
 from supportd.errors import FencedError
 from supportd.services.records import (
     Deferred,
@@ -81,13 +83,20 @@ _FIND_DELIVERIES = select(_messages.c.dedup_key, _messages.c.id).where(
     _messages.c.mailbox == bindparam("mb"),
     _messages.c.dedup_key.in_(bindparam("keys", expanding=True)),
 )
-_TICKETS_FOR_IDS = (
-    select(_messages.c.message_id, _messages.c.ticket_number)
+_SEEN = (
+    _messages.c.ticket_number,
+    _messages.c.direction,
+    _messages.c.from_addr,
+    _messages.c.to_addrs,
+    _messages.c.cc_addrs,
+)
+_SEEN_BY_IDS = (
+    select(_messages.c.message_id, *_SEEN)
     .where(_messages.c.message_id.in_(bindparam("ids", expanding=True)))
     .order_by(_messages.c.id)
 )
-_TICKETS_BY_PARENT = (
-    select(_messages.c.parent_message_id, _messages.c.ticket_number)
+_SEEN_BY_PARENT = (
+    select(_messages.c.parent_message_id, *_SEEN)
     .where(_messages.c.parent_message_id.in_(bindparam("ids", expanding=True)))
     .order_by(_messages.c.id.desc())
 )
@@ -350,18 +359,19 @@ class SqlTicketStore:
             found.update({key: row_id for key, row_id in rows})
         return found
 
-    def tickets_for_message_ids(self, message_ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def seen_by_message_ids(self, message_ids: Sequence[str]) -> dict[str, Seen]:
+        found: dict[str, Seen] = {}
         for chunk in _chunks(list(message_ids)):
-            for mid, number in self.conn.execute(_TICKETS_FOR_IDS, {"ids": chunk}):
-                found.setdefault(mid, number)
+            for mid, *seen in self.conn.execute(_SEEN_BY_IDS, {"ids": chunk}):
+                if mid not in found:
+                    found[mid] = _seen(*seen)
         return found
 
-    def tickets_by_parent(self, message_ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def seen_by_parent(self, message_ids: Sequence[str]) -> dict[str, list[Seen]]:
+        found: dict[str, list[Seen]] = {}
         for chunk in _chunks(list(message_ids)):
-            for parent, number in self.conn.execute(_TICKETS_BY_PARENT, {"ids": chunk}):
-                found.setdefault(parent, number)
+            for parent, *seen in self.conn.execute(_SEEN_BY_PARENT, {"ids": chunk}):
+                found.setdefault(parent, []).append(_seen(*seen))
         return found
 
     def participants(self, ticket: int) -> frozenset[str]:
@@ -621,6 +631,11 @@ def _intent(payload: Payload, text_of: int | None) -> str | None:
 
 def _addresses(addresses: tuple[Address, ...]) -> str:
     return ", ".join(str(a) for a in addresses)
+
+
+def _seen(ticket: int, direction: str, author: str, to: str, cc: str) -> Seen:
+    addressed = frozenset(a.lower() for _, a in getaddresses([to, cc]) if "@" in a)
+    return Seen(ticket, direction == "out", author, addressed)
 
 
 # Every new ticket's row has these columns, so the tickets go in one executemany.
