@@ -7,6 +7,7 @@ Every error names the key, where the value came from, and what was expected.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import date, time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pydantic_settings import (
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from supportd.errors import ConfigError
@@ -246,9 +248,15 @@ class ClassificationSettings(_Section):
     def _categories(cls, rules: dict[str, list[str]]) -> dict[str, list[str]]:
         from supportd.domain.classify import CATEGORIES
 
-        for name in rules:
+        for name, patterns in rules.items():
             if name not in CATEGORIES:
                 raise ValueError(f"unknown category {name!r} (one of {', '.join(CATEGORIES)})")
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    why = f"{name}: {pattern!r} is not a regular expression: {exc}"
+                    raise ValueError(why) from None
         return rules
 
 
@@ -370,11 +378,49 @@ def load_settings(path: Path | str | None = None) -> Settings:
                 InitSettingsSource(settings_cls, data),
             )
 
+    _unknown_sections_in_environment()
     try:
         loaded = _FromFile()  # type: ignore[call-arg]  # values come from the sources
     except ValidationError as exc:
         raise ConfigError(_explain(exc, path, credentials)) from None
+    except SettingsError as exc:  # a list or table in a variable that is not JSON
+        raise ConfigError(_unreadable_variable(exc)) from None
     return Settings.model_validate(loaded.model_dump())
+
+
+def _config_variables() -> list[str]:
+    """SUPPORTD_<SECTION>__<KEY> variables (SUPPORTD_CONFIG and the like are not keys)."""
+    return sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith(ENV_PREFIX) and ENV_DELIMITER in name[len(ENV_PREFIX) :]
+    )
+
+
+def _unknown_sections_in_environment() -> None:
+    """pydantic-settings ignores a variable whose section it does not know: a misspelt
+    SUPPORTD_IMAPP__HOST would silently leave imap.host as the file has it."""
+    sections = set(Settings.model_fields)
+    for name in _config_variables():
+        section = name[len(ENV_PREFIX) :].split(ENV_DELIMITER, 1)[0].lower()
+        if section not in sections:
+            raise ConfigError(
+                f"environment variable {name}: unknown section {section!r} "
+                f"(sections: {', '.join(sorted(sections))})"
+            )
+
+
+def _unreadable_variable(exc: SettingsError) -> str:
+    match = re.search(r'field "(\w+)"', str(exc))
+    section = match.group(1) if match else ""
+    names = [
+        n for n in _config_variables() if n[len(ENV_PREFIX) :].lower().startswith(f"{section}__")
+    ]
+    return (
+        f"environment variable {' or '.join(names) or ENV_PREFIX + section.upper()}: cannot be "
+        f"read: a list or table in a variable is JSON, for example "
+        f"{ENV_PREFIX}SUPPORT{ENV_DELIMITER}AGENTS='[\"rahim@desk.example\"]'"
+    )
 
 
 def settings_from_dict(data: dict[str, Any]) -> Settings:

@@ -249,3 +249,13 @@ def test_classify_train_and_evaluate(tmp_path: Path) -> None:
     bad.write_text('{"subject": "x", "text": "y", "category": "pricing"}\n')
     refused = supportd(config, "classify", "train", str(bad), "--out", str(model))
     assert refused.returncode == 1 and "bad.jsonl:1: unknown category 'pricing'" in refused.stderr
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("tickets", "list"), ("run", "--once")])
+def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path, command: tuple[str]) -> None:
+    missing = tmp_path / "no-such-folder" / "desk.db"
+    config = write_toml(tmp_path / "supportd.toml", desk_config(f"sqlite:///{missing}", None, 1))
+    result = supportd(config, *command)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("supportd: database.url: the database refused: unable to open")

@@ -129,3 +129,25 @@ def test_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "supportd.example.toml"
     s = load_settings(example)
     assert s.support.product
+
+
+def test_a_list_in_a_variable_that_is_not_json_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPPORTD_SUPPORT__AGENTS", "rahim@desk.example")
+    with pytest.raises(ConfigError, match=r"SUPPORTD_SUPPORT__AGENTS: cannot be read.*JSON"):
+        load_settings(write(tmp_path, GOOD))
+
+
+def test_a_variable_of_an_unknown_section_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPPORTD_IMAPP__HOST", "mail.example")  # a typo for IMAP
+    with pytest.raises(ConfigError, match=r"SUPPORTD_IMAPP__HOST: unknown section 'imapp'"):
+        load_settings(write(tmp_path, GOOD))
+
+
+def test_a_rule_that_is_not_a_regular_expression_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + '\n[classification.rules]\npresales = ["(unclosed"]\n')
+    with pytest.raises(ConfigError, match=r"classification\.rules.*'\(unclosed'.*regular"):
+        load_settings(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -429,3 +430,26 @@ def main() -> None:
         cli(standalone_mode=True)
     except SupportdError as exc:
         _fail(str(exc))
+    except Exception as exc:
+        reason = _database_refused(exc)
+        if reason is None:
+            raise
+        _fail(reason)
+
+
+def _database_refused(exc: Exception) -> str | None:
+    """One line for a database that cannot be opened or written (a server down, a folder
+    missing, a read-only file), instead of the driver's traceback."""
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, DBAPIError):
+        detail = str(exc.orig)
+    elif isinstance(exc, sqlite3.Error):
+        detail = str(exc)
+    else:
+        return None
+    first = detail.strip().splitlines()[0] if detail.strip() else type(exc).__name__
+    return (
+        f"database.url: the database refused: {first} (is the server running, does the "
+        "file's folder exist, may supportd write there?)"
+    )
