@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAIL_USER = "nobody"
-POOL = 300
+POOL = 400
 
 
 def free_port() -> int:

@@ -104,6 +104,13 @@ def test_participants_are_requester_and_their_to_cc_minus_desk() -> None:
     assert found == {"alice@customer.example", "bob@customer.example"}
 
 
+def test_the_desks_plus_address_is_not_a_participant() -> None:
+    """Mail to support+billing@ would else Cc every answer to the desk's own mailbox."""
+    m = mail(to=("support+billing@desk.example",), cc=("bob+work@customer.example",))
+    found = new_participants(m, "alice@customer.example", {"support@desk.example"})
+    assert found == {"alice@customer.example", "bob+work@customer.example"}
+
+
 def test_others_do_not_add_participants() -> None:
     m = mail(sender="bob@customer.example", cc=("eve@evil.example",))
     assert new_participants(m, "alice@customer.example", set()) == frozenset()

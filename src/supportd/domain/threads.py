@@ -147,12 +147,20 @@ def new_participants(
     sender = mail.sender.email if mail.sender else ""
     if not requester or sender != requester:
         return frozenset()
-    excluded = {a.lower() for a in desk_addresses}
+    # The desk's and agents' own mailboxes, with any +detail ("support+billing@"): Cc'd on
+    # every answer, the desk would read its own mail back as the customer's.
+    excluded = {_mailbox(a.lower()) for a in desk_addresses}
     found = {requester}
     for addr in (*mail.to, *mail.cc):
-        if addr.email and addr.email not in excluded and _plain(addr.email):
+        if addr.email and _mailbox(addr.email) not in excluded and _plain(addr.email):
             found.add(addr.email)
     return frozenset(found)
+
+
+def _mailbox(address: str) -> str:
+    """The address without its +detail (subaddress, RFC 5233)."""
+    local, at, domain = address.rpartition("@")
+    return f"{local.split('+', 1)[0]}@{domain}" if at else address
 
 
 def _plain(address: str) -> bool:
