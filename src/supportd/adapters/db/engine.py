@@ -13,8 +13,11 @@ from supportd.errors import ConfigError
 
 # Execution option: False for a transaction whose commit may return before the disk has
 # it (a kill -9 keeps it, an OS crash or power loss may not). A later durable commit makes
-# it durable too: SQLite's WAL and PostgreSQL's are written in order, and their fsync
-# covers everything before it. services/ingest commits a backlog's batches so.
+# it durable too: SQLite's WAL is written in order, and its fsync covers everything before
+# it. services/ingest commits a backlog's batches so. SQLite only: on PostgreSQL
+# (synchronous_commit=off for those transactions) it made no difference in alternated
+# runs (bench/RESULTS.md, issue 9, tenth session), and a server crash would then send the
+# last batches' mail twice; its commits stay durable.
 DURABLE = "durable"
 _LEVEL = "supportd_synchronous"  # Connection.info: the SQLite connection's level now
 
@@ -32,16 +35,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     try:
-        engine = create_engine(parsed, echo=echo, pool_pre_ping=True)
+        return create_engine(parsed, echo=echo, pool_pre_ping=True)
     except Exception as exc:  # unknown dialect, missing driver
         raise ConfigError(f"database.url: cannot use {parsed.drivername!r}: {exc}") from None
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        if not conn.get_execution_options().get(DURABLE, True):  # this transaction only
-            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
-
-    return engine
 
 
 def outbox_database(engine: Engine) -> OutboxDatabase:
