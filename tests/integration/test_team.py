@@ -148,6 +148,9 @@ def test_agent_answer_reaches_the_customer_with_only_the_new_words(
     assert detail["first_responded_at"] is not None
     out = [m for m in detail["messages"] if (m["direction"], m["kind"]) == ("out", "agent")]
     assert len(out) == 1 and "256M" in out[0]["text"] and "wrote:" not in out[0]["text"]
+    # The ticket's record says to whom it went as the mail did: requester To, participant Cc.
+    assert ALICE in out[0]["to"] and BOB not in out[0]["to"] and BOB in out[0]["cc"]
+    assert out[0]["in_reply_to"] == "<q1@customer.example>"
 
 
 def test_notifications_refer_to_the_customers_text_instead_of_copying_it(

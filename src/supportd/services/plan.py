@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.parser import HeaderParser
+from email.policy import compat32
 
 from supportd.domain.mail import FetchedMail, ParsedMail
 from supportd.domain.team import ThreadHead, TicketState
@@ -343,10 +347,31 @@ class ChunkPlan:
                         size,
                         self.now,
                         text_of,
+                        *_addressing(o.recipient, payload),
                     )
                 )
         self.store.insert_outbox(rows)
         self.store.insert_copies(copies)
+
+
+def _addressing(recipients: str, payload: Payload) -> tuple[str, str, str]:
+    """To, Cc and In-Reply-To as a mail with several recipients says them (a relayed
+    answer), for the ticket's record; ("", "", "") for the rest (their To is the one
+    recipient), which spares parsing every acknowledgement's header."""
+    if "," not in recipients or not isinstance(payload, bytes):
+        return "", "", ""
+    head = payload.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+    headers = HeaderParser(policy=compat32).parsestr(head + "\r\n\r\n", headersonly=True)
+    names = ("To", "Cc", "In-Reply-To")
+    to, cc, parent = (" ".join(str(headers.get(n, "")).split()) for n in names)
+    return _decoded(to), _decoded(cc), parent
+
+
+def _decoded(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (HeaderParseError, UnicodeError, LookupError):
+        return value
 
 
 def _quoted_row(o: Outgoing, payload: Payload) -> int | None:

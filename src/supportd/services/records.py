@@ -93,6 +93,11 @@ class OutgoingCopy:
     size: int
     created_at: datetime
     text_of: int | None = None  # the message row holding the text (then text is "")
+    # As the mail's headers say, where it has several recipients (a relayed answer: the
+    # requester in To, the participants in Cc); else recipient is its To.
+    to: str = ""
+    cc: str = ""
+    in_reply_to: str = ""
 
 
 @dataclass
