@@ -94,18 +94,24 @@ def backlog(n: int, rng: random.Random) -> list[bytes]:
     """The bench's `n` customer mails: 500 customers, 2-50 KB of text, 30 % follow-ups."""
     mails: list[bytes] = []
     roots: list[str] = []
+    author: dict[str, int] = {}  # Message-ID -> the customer who wrote it
     for i in range(n):
         size = min(50_000, 2_000 + int(rng.expovariate(1 / 6_000)))
         headers: dict[str, str] = {}
         subject = f"Question {i} about {rng.choice(WORDS)}"
+        customer = i % 500
         if roots and rng.random() < 0.3:
             parent = rng.choice(roots)
             headers = {"In_Reply_To": parent, "References": parent}
             subject = "Re: " + subject
+            # A follow-up comes from whoever wrote what it answers: a reply by another
+            # customer is a new ticket now (a Message-ID links only the same people).
+            customer = author[parent]
         mid = f"<b{i}.{uuid.uuid4().hex[:8]}@customer.example>"
+        author[mid] = customer
         mails.append(
             make_mail(
-                sender=f"Customer {i % 500} <customer{i % 500}@example.com>",
+                sender=f"Customer {customer} <customer{customer}@example.com>",
                 subject=subject,
                 body=body_of(rng, size),
                 message_id=mid,
