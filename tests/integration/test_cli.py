@@ -259,3 +259,13 @@ def test_a_database_that_cannot_be_opened_is_one_line(tmp_path: Path, command: t
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("supportd: database.url: the database refused: unable to open")
+
+
+def test_check_does_not_call_an_unknown_owner_ok(tmp_path: Path) -> None:
+    """With PostgreSQL unreachable, who owns the mailbox is unknown: a failure, not ok."""
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
+    config = write_toml(tmp_path / "supportd.toml", desk_config(url, None, free_port()))
+    result = supportd(config, "check")
+    assert result.returncode == 1
+    assert "FAIL owner: cannot tell who serves" in result.stdout
+    assert "ok   owner" not in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -44,6 +45,29 @@ def test_demo_threads_sample_mail_into_tickets_and_leaves_nothing_behind() -> No
     assert "first response at 20" in out
     folder = next(line.split()[1] for line in out.splitlines() if line.startswith("database:"))
     assert not Path(folder).exists()
+
+
+def test_demo_keep_leaves_a_config_to_look_at_its_tickets_with() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "supportd", "demo", "--keep"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    [kept] = [line for line in result.stdout.splitlines() if line.startswith("kept ")]
+    config = kept.split("--config ")[1].split()[0]
+    try:
+        listed = subprocess.run(
+            [sys.executable, "-m", "supportd", "--config", config, "tickets", "list", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert len(json.loads(listed.stdout)) == 4
+    finally:
+        shutil.rmtree(Path(config).parent, ignore_errors=True)
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")

@@ -110,8 +110,14 @@ def _check_owner(settings: Settings, mailbox: str, echo: Callable[[str], None]) 
     except Exception as exc:
         echo(f"FAIL owner: cannot tell who serves {mailbox}: {type(exc).__name__}: {exc}")
         return False
+    if holder.startswith("unknown ("):  # the lock's database could not be asked
+        echo(f"FAIL owner: cannot tell who serves {mailbox}: {holder[9:-1]}")
+        return False
     if holder:
-        echo(f"ok   owner: {mailbox} is served by {holder}; another daemon waits as a standby")
+        echo(
+            f"ok   owner: {mailbox} is served by {holder}; "
+            "a daemon started now would wait as its standby"
+        )
     else:
         echo(f"ok   owner: nobody serves {mailbox} now (the next daemon takes it)")
     return True

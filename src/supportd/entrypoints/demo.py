@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 import tempfile
@@ -15,6 +16,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 from imapclient import IMAPClient
 
@@ -181,31 +183,45 @@ def overdue_mail(when: datetime) -> bytes:
 
 
 def demo_settings(folder: Path, imap_port: int, smtp_port: int) -> Settings:
-    return settings_from_dict(
-        {
-            "database": {"url": f"sqlite:///{folder / 'supportd.db'}"},
-            "imap": {
-                "host": "127.0.0.1",
-                "port": imap_port,
-                "security": "none",
-                "username": USER,
-                "password": PASSWORD,
-                "idle": False,
-                "poll_interval": 1,
-            },
-            "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
-            # The demo runs at any hour; a real desk waits for support hours by default.
-            "sla": {"notify_outside_hours": True},
-            "support": {
-                "address": SUPPORT,
-                "name": "WPERP Support",
-                "product": PRODUCT,
-                "agents": [f"{AGENT_NAME} <{AGENT}>", f"{OTHER_NAME} <{OTHER}>"],
-                "escalation": [LEAD],
-                "secret_key": "demo-secret-key-not-for-production",
-            },
-        }
-    )
+    return settings_from_dict(demo_config(folder, imap_port, smtp_port))
+
+
+def demo_config(folder: Path, imap_port: int, smtp_port: int) -> dict[str, Any]:
+    return {
+        "database": {"url": f"sqlite:///{folder / 'supportd.db'}"},
+        "imap": {
+            "host": "127.0.0.1",
+            "port": imap_port,
+            "security": "none",
+            "username": USER,
+            "password": PASSWORD,
+            "idle": False,
+            "poll_interval": 1,
+        },
+        "smtp": {"host": "127.0.0.1", "port": smtp_port, "security": "none"},
+        # The demo runs at any hour; a real desk waits for support hours by default.
+        "sla": {"notify_outside_hours": True},
+        "support": {
+            "address": SUPPORT,
+            "name": "WPERP Support",
+            "product": PRODUCT,
+            "agents": [f"{AGENT_NAME} <{AGENT}>", f"{OTHER_NAME} <{OTHER}>"],
+            "escalation": [LEAD],
+            "secret_key": "demo-secret-key-not-for-production",
+        },
+    }
+
+
+def write_config(path: Path, config: dict[str, Any]) -> None:
+    """`config` as TOML (sections of strings, numbers, booleans and lists of strings)."""
+    lines: list[str] = []
+    for section, values in config.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            text = str(value).lower() if isinstance(value, bool) else json.dumps(value)
+            lines.append(f"{key} = {text}")
+        lines.append("")
+    path.write_text("\n".join(lines))
 
 
 def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
@@ -300,7 +316,10 @@ def run_demo(echo: Callable[[str], None], *, keep: bool = False) -> None:
             desk.close()
     finally:
         if keep:
-            echo(f"kept {folder}")
+            # The servers are gone; the read commands need only the database from this.
+            config = folder / "supportd.toml"
+            write_config(config, demo_config(folder, 1, 1))
+            echo(f"kept {folder}; look inside with: supportd --config {config} tickets list")
         else:
             shutil.rmtree(folder, ignore_errors=True)
 
