@@ -209,3 +209,19 @@ def test_html_to_text_keeps_blocks_and_cells_apart() -> None:
         "<p>a</p><p>b</p>"
     )
     assert html_to_text(html) == "Requester Alice\nTitle\nafter\nDone.\n-- \nBob\none\na\nb"
+
+
+def test_a_display_name_that_looks_like_an_address_is_not_the_sender() -> None:
+    """Mail clients and DMARC read "alice@x <mallory@y>" as mallory's mailbox; splitting it
+    in two made alice the sender, a forged requester that passes the tag check."""
+
+    def sender(from_: str) -> str:
+        raw = f"From: {from_}\r\nTo: support@desk.example\r\nSubject: s\r\n\r\nbody\r\n"
+        mail = parse(raw.encode())
+        return mail.sender.email if mail.sender else ""
+
+    forged = "alice@customer.example <mallory@elsewhere.example>"
+    assert sender(forged) == "mallory@elsewhere.example"
+    assert sender('"Smith, J" <j@x.example>') == "j@x.example"
+    assert sender("a@x.example, b@y.example") == "a@x.example"  # a real list: the first
+    assert sender("alice@customer.example mallory@elsewhere.example") == ""

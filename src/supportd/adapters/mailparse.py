@@ -140,10 +140,29 @@ def _addresses(value: str | None) -> tuple[Address, ...]:
     found = []
     for name, addr in pairs:
         email = clean_header(addr).strip("<> ").lower()
+        if email.startswith("@") or email.endswith("@"):  # half an address: none
+            continue
         if not email or ("@" not in email and email not in ("mailer-daemon", "postmaster")):
             continue
         found.append(Address(email=email, name=decode_value(name).strip('" ')))
     return tuple(found)
+
+
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
+_LAST_ANGLE = re.compile(r"<([^<>]*)>\s*$")
+
+
+def _mailboxes(value: str | None) -> tuple[Address, ...]:
+    """From (or Sender): "alice@customer.example <mallory@elsewhere.example>" is one mailbox,
+    mallory's, whose display name looks like an address: mail clients and DMARC read it
+    so, while getaddresses splits it in two and put alice first (a forged requester). A
+    list of several mailboxes has commas between them; without one, the angle address
+    is the mailbox."""
+    found = _addresses(value)
+    if len(found) > 1 and value and "," not in _QUOTED.sub("", value):
+        angle = _LAST_ANGLE.search(_unfold(value))
+        return _addresses(f"<{angle.group(1)}>") if angle else ()
+    return found
 
 
 def _message_ids(value: str | None, limit: int = 60) -> tuple[str, ...]:
@@ -379,7 +398,7 @@ def parse(raw: bytes) -> ParsedMail:
             auth_results.append(clean_header(_unfold(value))[:2000])
     defects = [type(d).__name__ for d in getattr(msg, "defects", [])]
 
-    senders = _addresses(headers.get("from")) or _addresses(headers.get("sender"))
+    senders = _mailboxes(headers.get("from")) or _mailboxes(headers.get("sender"))
     subject = decode_value(_unfold(headers.get("subject", "")))
     date_header = clean_header(_unfold(headers.get("date", "")))
     text = clean_text(_body_text(msg))
