@@ -5,10 +5,14 @@ from hypothesis import strategies as st
 
 from supportd.domain.mail import Address, ParsedMail
 from supportd.domain.threads import (
+    Seen,
     ThreadReason,
+    answered_by,
     decide,
     find_tag,
     new_participants,
+    replies_to,
+    sibling_of,
     strip_tag,
     ticket_tag,
 )
@@ -171,3 +175,42 @@ def test_a_quoted_address_with_a_comma_never_becomes_a_participant() -> None:
     m = mail(cc=('"support@desk.example, x"@evil.example', "bob@customer.example"))
     found = new_participants(m, "alice@customer.example", ["support@desk.example"])
     assert found == {"alice@customer.example", "bob@customer.example"}
+
+
+# A stored message that supportd did not write links only mail between the same people.
+ALICE, BOB, MALLORY = "alice@customer.example", "bob@customer.example", "mallory@evil.example"
+
+
+def test_a_reply_links_to_a_stored_mail_of_its_sender_or_written_to_its_author() -> None:
+    stored = Seen(1, ours=False, author=ALICE, addressed=frozenset({BOB}))
+    assert replies_to(mail(sender=ALICE), stored)  # her own follow-up
+    assert replies_to(mail(sender=BOB, to=(ALICE, "support@desk.example")), stored)
+    assert not replies_to(mail(sender=BOB), stored)  # Bob, to the desk only
+    assert not replies_to(mail(sender=MALLORY), stored)
+    assert replies_to(mail(sender=MALLORY), Seen(1, ours=True))  # an ID supportd issued
+    assert not replies_to(mail(sender=None), stored)
+
+
+def test_a_stored_reply_answers_a_late_mail_of_its_addressee_or_its_author() -> None:
+    child = Seen(1, ours=False, author=BOB, addressed=frozenset({ALICE}))
+    assert answered_by(mail(sender=ALICE), child)  # Bob answered Alice's mail
+    assert answered_by(mail(sender=BOB), child)
+    assert not answered_by(mail(sender=MALLORY, to=(ALICE, BOB)), child)
+
+
+def test_siblings_share_a_sender_or_a_reply_to_all() -> None:
+    sibling = Seen(1, ours=False, author=BOB, addressed=frozenset({ALICE}))
+    assert sibling_of(mail(sender=BOB), sibling)
+    assert sibling_of(mail(sender="dina@customer.example", cc=(BOB,)), sibling)
+    # Being in the sibling's Cc is not enough: a stranger chooses whom he puts there.
+    assert not sibling_of(mail(sender=ALICE), sibling)
+
+
+@given(emails, emails, st.frozensets(emails, max_size=3))
+def test_a_stranger_never_links_to_a_mail_not_written_to_or_by_them(
+    author: str, sender: str, addressed: frozenset[str]
+) -> None:
+    stored = Seen(1, ours=False, author=author, addressed=addressed)
+    new = mail(sender=sender, to=("support@desk.example",))
+    if sender != author:
+        assert not replies_to(new, stored) and not sibling_of(new, stored)
