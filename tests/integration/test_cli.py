@@ -217,6 +217,11 @@ def test_outbox_list_and_retry(config: Path, dovecot: Dovecot, account: Account)
     assert row["to"] == "alice@customer.example" and row["attempts"] == 1
     assert "Connect" in row["last_error"] or "connect" in row["last_error"]
     assert "auto_reply" in supportd(config, "outbox", "list").stdout
+    [newest] = json.loads(supportd(config, "outbox", "list", "--json", "--limit", "1").stdout)
+    assert newest["id"] == max(r["id"] for r in rows)
+    assert len(json.loads(supportd(config, "outbox", "list", "--json", "--limit", "0").stdout)) == 2
+    negative = supportd(config, "outbox", "list", "--limit", "-1")
+    assert negative.returncode == 2 and "--limit" in negative.stderr
     retried = supportd(config, "outbox", "retry", str(row["id"]))
     assert retried.returncode == 0 and "queued" in retried.stdout
     assert supportd(config, "run", "--once").returncode == 0  # now the sink answers

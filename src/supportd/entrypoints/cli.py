@@ -178,7 +178,9 @@ def tickets_list(ctx: click.Context, as_json: bool, status: str | None) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="JSON array (see DESIGN.md).")
-@click.option("--limit", type=int, default=200, show_default=True, help="0 for all.")
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=200, show_default=True, help="0 for all."
+)
 @click.pass_context
 def sla(ctx: click.Context, as_json: bool, limit: int) -> None:
     """Tickets awaiting the team, most urgent first, with the business time left."""
@@ -377,12 +379,15 @@ def outbox() -> None:
 @outbox.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--status", type=click.Choice(["pending", "sent", "failed"]), default=None)
+@click.option(
+    "--limit", type=click.IntRange(min=0), default=500, show_default=True, help="0 for all."
+)
 @click.pass_context
-def outbox_list(ctx: click.Context, as_json: bool, status: str | None) -> None:
+def outbox_list(ctx: click.Context, as_json: bool, status: str | None, limit: int) -> None:
     """List outgoing mail, newest first."""
     from supportd.adapters.db.views import list_outbox
 
-    rows = list_outbox(_engine(ctx), status)
+    rows = list_outbox(_engine(ctx), status, limit)
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return

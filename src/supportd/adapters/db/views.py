@@ -185,6 +185,7 @@ def list_quarantine(engine: Engine, include_replayed: bool = False) -> list[dict
 def list_outbox(
     engine: Engine, status: str | None = None, limit: int = 500
 ) -> list[dict[str, Any]]:
+    """The newest `limit` rows (0: all)."""
     with Session(engine) as session:
         query = (
             select(
@@ -201,7 +202,7 @@ def list_outbox(
                 OutboxItem.sent_at,
             )
             .order_by(OutboxItem.id.desc())
-            .limit(limit)
+            .limit(limit or None)
         )
         if status:
             query = query.where(OutboxItem.status == status)
