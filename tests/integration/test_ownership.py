@@ -174,8 +174,8 @@ def test_a_copy_stored_meanwhile_by_another_writer_becomes_a_duplicate(
     from contextlib import contextmanager
 
     @contextmanager
-    def blind_uow() -> Any:
-        with real() as store:
+    def blind_uow(durable: bool = True) -> Any:
+        with real(durable=durable) as store:
             yield Blind(store)
 
     desk.ingestor.uow = blind_uow

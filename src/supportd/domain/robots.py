@@ -6,6 +6,7 @@ Returns the reason, or "" for mail a person wrote. Pure: headers in, reason out.
 from __future__ import annotations
 
 import re
+from email.utils import parseaddr
 
 from supportd.domain.mail import ParsedMail
 
@@ -90,12 +91,7 @@ def automatic_reason(mail: ParsedMail) -> str:
         return "no sender"
     if _NOREPLY.match(sender) or sender in ("mailer-daemon", "postmaster"):
         return f"robot sender {sender}"
-    on_behalf = h.get("sender", "")  # Salesforce and others: From a person, Sender a robot
-    if on_behalf and _NOREPLY.match(_address_in(on_behalf)):
-        return f"robot sender {_address_in(on_behalf)} (Sender)"
+    on_behalf = parseaddr(h.get("sender", ""))[1].lower()  # Salesforce: Sender a robot
+    if on_behalf and _NOREPLY.match(on_behalf):
+        return f"robot sender {on_behalf} (Sender)"
     return ""
-
-
-def _address_in(value: str) -> str:
-    start, end = value.rfind("<"), value.rfind(">")
-    return (value[start + 1 : end] if 0 <= start < end else value).strip()

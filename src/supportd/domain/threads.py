@@ -70,12 +70,14 @@ def _addressed(mail: ParsedMail) -> frozenset[str]:
     return frozenset(a.email for a in (*mail.to, *mail.cc) if a.email)
 
 
+def seen_in(ticket: int, mail: ParsedMail) -> Seen:
+    """An incoming `mail` on `ticket`, as later mail of its batch finds it."""
+    return Seen(ticket, False, _sender(mail), _addressed(mail))
+
+
 def replies_to(mail: ParsedMail, parent: Seen) -> bool:
     """`mail` answers the stored `parent`: its author's follow-up, or a reply to its author."""
-    if parent.ours:
-        return True
-    sender = _sender(mail)
-    return bool(sender) and (sender == parent.author or parent.author in _addressed(mail))
+    return parent.ours or _to_or_from_author(mail, parent)
 
 
 def answered_by(mail: ParsedMail, child: Seen) -> bool:
@@ -90,8 +92,12 @@ def answered_by(mail: ParsedMail, child: Seen) -> bool:
 def sibling_of(mail: ParsedMail, sibling: Seen) -> bool:
     """`mail` and the stored `sibling` answer the same message: the same sender, or `mail`
     is written to the sibling's author too (a reply to all)."""
+    return _to_or_from_author(mail, sibling)
+
+
+def _to_or_from_author(mail: ParsedMail, stored: Seen) -> bool:
     sender = _sender(mail)
-    return bool(sender) and (sender == sibling.author or sibling.author in _addressed(mail))
+    return bool(sender) and (sender == stored.author or stored.author in _addressed(mail))
 
 
 def ticket_tag(product: str, number: int) -> str:

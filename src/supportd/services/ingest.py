@@ -288,7 +288,7 @@ class Ingestor:
         if parsed is None:
             parsed = self.parse_many([m.raw for m in batch])
         now = self.clock()
-        with self.uow() if durable else self.uow(durable=False) as store:
+        with self.uow(durable=durable) as store:
             good: list[tuple[FetchedMail, ParsedMail]] = []
             for fetched, mail in zip(batch, parsed, strict=True):
                 if isinstance(mail, BaseException):

@@ -17,7 +17,7 @@ from email.policy import compat32
 
 from supportd.domain.mail import FetchedMail, ParsedMail
 from supportd.domain.team import ThreadHead, TicketState
-from supportd.domain.threads import Seen
+from supportd.domain.threads import Seen, seen_in
 from supportd.services.ports import TicketStore
 from supportd.services.records import (
     Deferred,
@@ -243,12 +243,7 @@ class ChunkPlan:
         ticket, mail = message.ticket, message.mail
         self.batch_keys[message.dedup_key] = len(self.messages)
         self.messages.append(message)
-        seen = Seen(
-            ticket,
-            False,
-            mail.sender.email if mail.sender else "",
-            frozenset(a.email for a in (*mail.to, *mail.cc) if a.email),
-        )
+        seen = seen_in(ticket, mail)
         if mail.message_id:
             self.seen_by_id.setdefault(mail.message_id, seen)
         parents = mail.thread_references()
