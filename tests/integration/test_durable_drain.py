@@ -138,3 +138,56 @@ def test_a_drain_stopped_early_makes_its_batches_durable_before_the_archive(
     commits = _commits_before_archive(log)
     assert False in commits  # the backlog's batches were relaxed
     assert commits[-1] is True
+
+
+class _Job:
+    """A batch 'parsed' elsewhere, already done."""
+
+    def __init__(self, parsed: list[Any]) -> None:
+        self.parsed = parsed
+
+    def __call__(self) -> list[Any]:
+        return self.parsed
+
+    def done(self) -> bool:
+        return True
+
+    def behind(self) -> bool:
+        return False
+
+
+def test_the_worker_gets_its_batches_ahead_of_the_one_being_stored(db_url: str) -> None:
+    """The worker parses between its lanes' sends: it is handed PARSE_AHEAD batches more
+    than the one being stored, so one store's time is not all it has (issue 9). Every
+    batch is stored once, in order, and the last one durably."""
+    log: list[Any] = []
+    desk = _desk(db_url, log)
+    ingestor = desk.ingestor
+    parse_many = ingestor.parse_many
+
+    def parse_async(raws: Sequence[bytes]) -> _Job:
+        log.append(("parse", len([e for e in log if e[0] == "parse"])))
+        return _Job(parse_many(raws))
+
+    ingest_batch = ingestor.ingest_batch
+
+    def stored(
+        mailbox: str, uidvalidity: int, batch: list[FetchedMail], *args: Any, **kw: Any
+    ) -> Any:
+        log.append(("store", batch[0].uid))
+        return ingest_batch(mailbox, uidvalidity, batch, *args, **kw)
+
+    ingestor.parse_async = parse_async
+    ingestor.ingest_batch = stored  # type: ignore[method-assign]
+    stats = ingestor.drain(Backlog(11, log))  # 6 batches of <= 2
+    assert stats.stored == 11
+    order = [entry for entry in log if entry[0] in ("parse", "store")]
+    ahead = ingestor.PARSE_AHEAD
+    assert ahead >= 2
+    for k in range(6):
+        at = order.index(("store", 2 * k + 1))
+        handed = len([e for e in order[:at] if e[0] == "parse"])
+        assert handed == min(6, k + 1 + ahead)  # batch k and the ones ahead of it
+    assert [e[1] for e in order if e[0] == "store"] == [1, 3, 5, 7, 9, 11]
+    ingest = [entry for entry in log if entry[0] == "commit"][-6:]
+    assert [durable for _, durable, _ in ingest] == [False] * 5 + [True]

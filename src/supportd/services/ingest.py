@@ -7,6 +7,7 @@ own SAVEPOINT; a failure rolls back that message alone and stores it raw in quar
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -167,6 +168,10 @@ def _describe(exc: BaseException) -> str:
 class Ingestor:
     """Drains a MailSource into tickets."""
 
+    # Batches being parsed ahead of the one being stored (issue 9: with one, the worker
+    # kept the daemon waiting for 1 batch in 5 while its lanes had time to spare).
+    PARSE_AHEAD = 2
+
     def __init__(
         self,
         uow: UnitOfWorkFactory,
@@ -219,26 +224,27 @@ class Ingestor:
         uids = source.uids_after(last_uid)
         if uids:
             log.info("%s: %d new message(s) after UID %d", source.key, len(uids), last_uid)
-        # A pipeline: batch k is parsed (on the second core, with parse_async) while batch
-        # k-1 is stored and batch k+1 fetched. Batches still commit one by one, in order.
-        # The two processes share the parsing (ParseShare): a batch parsed here is parsed
-        # after the batch before it is stored, so the faster side takes more.
+        # A pipeline: batch k is parsed (on the second core, with parse_async) while the
+        # batches before it are stored and batch k+1 fetched. Batches still commit one by
+        # one, in order. The two processes share the parsing (ParseShare): a batch parsed
+        # here is parsed after the batch before it is stored, so the faster side takes
+        # more. PARSE_AHEAD batches are handed out before the first is needed: the worker
+        # parses between its lanes' sends, so one store's time was too short for it.
         share = ParseShare()
         relaxed = False  # a batch was committed without waiting for the disk
-        pending: tuple[list[FetchedMail], ParseJob] | None = None
+        pending: collections.deque[tuple[list[FetchedMail], ParseJob]] = collections.deque()
         batches = prefetched(source.fetch(uids))
         try:
             for batch in batches:
-                if pending is None:
-                    pending = (batch, self._start_parse(batch, here=False))
+                pending.append((batch, self._start_parse(batch, here=share.here())))
+                if len(pending) <= self.PARSE_AHEAD:
                     continue
-                previous, job = pending
+                previous, job = pending.popleft()
                 waited = not job.done()
                 parsed = job()
                 if not isinstance(job, _Here):
                     # A worker whose lanes fall behind the queue gets fewer batches too.
                     share.observed(waited=waited or job.behind())
-                pending = (batch, self._start_parse(batch, here=share.here()))
                 # Not durable yet (an fsync per batch cost a tenth of a backlog's time):
                 # the drain ends with a durable commit before anything leaves the server.
                 stats.add(
@@ -247,14 +253,18 @@ class Ingestor:
                 last_uid = previous[-1].uid
                 relaxed = True
                 if stop is not None and stop.is_set():
-                    pending = None
+                    pending.clear()
                     break
         finally:  # the fetch thread is done with the mailbox before anyone else uses it
             batches.close()
-        if pending is not None:
-            stats.add(self.ingest_batch(source.key, uidvalidity, pending[0], pending[1]()))
-            last_uid = pending[0][-1].uid
-        elif relaxed:  # stopped early: make what was stored durable (the cursor again)
+        while pending:
+            previous, job = pending.popleft()
+            stats.add(
+                self.ingest_batch(source.key, uidvalidity, previous, job(), durable=not pending)
+            )
+            last_uid = previous[-1].uid
+            relaxed = bool(pending)
+        if relaxed:  # stopped early: make what was stored durable (the cursor again)
             with self.uow() as store:
                 cursor = Cursor(uidvalidity, last_uid)
                 store.set_cursor(source.key, cursor, self.clock(), self.epoch)
