@@ -116,3 +116,29 @@ def test_ascii_goes_as_it_is_exactly_when_every_line_fits(lines: list[str]) -> N
     fits = all(len(line) <= mime.MAX_LINE for line in lines)
     assert part.headers[1].endswith("7bit") == fits, [len(line) for line in lines]
     lines_ok(mime.message([("Subject", "t")], part))
+
+
+def test_boundaries_are_distinct_and_none_is_a_prefix_of_another() -> None:
+    marks = [mime.boundary() for _ in range(2000)]
+    assert len(set(marks)) == len(marks)
+    assert len({len(m) for m in marks}) == 1  # fixed width: "--B1" never starts "--B10"
+
+
+def test_a_text_holding_the_next_boundary_cannot_split_the_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A customer who saw an acknowledgement's boundary can guess the next ones; the
+    desk never uses a boundary that occurs in a part."""
+    guessed = mime.boundary()
+    following = mime.boundary()
+    handed = iter([guessed, following])
+    monkeypatch.setattr(mime, "boundary", lambda: next(handed))
+    forged = f"Hello\n--{guessed}\nContent-Type: text/html\n\n<b>injected</b>\n--{guessed}--\n"
+    part = mime.multipart(
+        "alternative", [mime.text("plain", forged), mime.text("html", "<p>x</p>")]
+    )
+    assert f'boundary="{following}"' in part.headers[0]
+    msg = read(mime.message([("Subject", "t")], part))
+    bodies = [p.get_content() for p in msg.iter_parts()]
+    assert len(bodies) == 2
+    assert bodies[0].replace("\r\n", "\n").rstrip("\n") == forged.rstrip("\n")
