@@ -265,6 +265,9 @@ def build_desk(
         replies=replies,
         team=build_team(settings, team_mail, clocks),
         clocks=clocks,
+        # PostgreSQL gained nothing from a deeper pipeline (602 / 600 msg/s) and it cost
+        # 2.3 MiB of a memory budget that had 1.3 MiB to spare at 50,000 mails (issue 9).
+        parse_ahead=1 if engine.dialect.name == "postgresql" else Ingestor.PARSE_AHEAD,
     )
     escalator = Escalator(
         unit_of_work(engine),

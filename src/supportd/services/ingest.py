@@ -168,8 +168,8 @@ def _describe(exc: BaseException) -> str:
 class Ingestor:
     """Drains a MailSource into tickets."""
 
-    # Batches being parsed ahead of the one being stored (issue 9: with one, the worker
-    # kept the daemon waiting for 1 batch in 5 while its lanes had time to spare).
+    # Batches being parsed ahead of the one being stored (issue 9, SQLite: with one, the
+    # worker kept the daemon waiting for 1 batch in 5 while its lanes had time to spare).
     PARSE_AHEAD = 2
 
     def __init__(
@@ -182,8 +182,10 @@ class Ingestor:
         replies: ReplyPolicy | None = None,
         team: Team | None = None,
         clocks: ClockKeeper | None = None,
+        parse_ahead: int = PARSE_AHEAD,
     ) -> None:
         self.uow = uow
+        self.parse_ahead = max(1, parse_ahead)
         self.desk = desk
         self.parse_many = parse_many
         self.clock = clock
@@ -228,7 +230,7 @@ class Ingestor:
         # batches before it are stored and batch k+1 fetched. Batches still commit one by
         # one, in order. The two processes share the parsing (ParseShare): a batch parsed
         # here is parsed after the batch before it is stored, so the faster side takes
-        # more. PARSE_AHEAD batches are handed out before the first is needed: the worker
+        # more. parse_ahead batches are handed out before the first is needed: the worker
         # parses between its lanes' sends, so one store's time was too short for it.
         share = ParseShare()
         relaxed = False  # a batch was committed without waiting for the disk
@@ -237,7 +239,7 @@ class Ingestor:
         try:
             for batch in batches:
                 pending.append((batch, self._start_parse(batch, here=share.here())))
-                if len(pending) <= self.PARSE_AHEAD:
+                if len(pending) <= self.parse_ahead:
                     continue
                 previous, job = pending.popleft()
                 waited = not job.done()
