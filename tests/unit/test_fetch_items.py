@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
 
-from supportd.adapters.imap import _quick_items, fetch_items, internaldate
+from supportd.adapters.imap import _quick_items, fetch_items, fetch_sizes, internaldate
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -110,3 +110,29 @@ def test_internaldate_reads_rfc_3501_times() -> None:
     )
     for bad in (b"", b"7-Foo-2026 06:00:00 +0000", b"07-Dec-2026 25:00:00 +0000", b"07-Dec-2026"):
         assert internaldate(bad) is None, bad
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 2**32 - 1), st.integers(0, 10**9), st.booleans()),
+        max_size=20,
+        unique_by=lambda t: t[0],
+    )
+)
+def test_sizes_are_read_as_imapclient_reads_them(rows: list[tuple[int, int, bool]]) -> None:
+    data = [
+        b"%d (UID %d RFC822.SIZE %d)" % (n, uid, size)
+        if uid_first
+        else b"%d (RFC822.SIZE %d UID %d)" % (n, size, uid)
+        for n, (uid, size, uid_first) in enumerate(rows, start=1)
+    ]
+    expected = {uid: size for uid, size, _ in rows}
+    assert fetch_sizes(data) == expected
+    by_parser = parse_fetch_response(data, False, True)
+    assert {uid: item[b"RFC822.SIZE"] for uid, item in by_parser.items()} == expected
+
+
+def test_sizes_of_another_shape_go_to_imapclient() -> None:
+    data = [b"1 (UID 7 RFC822.SIZE 120)", b"2 (FLAGS (\\Seen) UID 8 RFC822.SIZE 99)"]
+    assert fetch_sizes(data) == {7: 120, 8: 99}
