@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from supportd.adapters.db.models import MessageRow, Suppression
 from supportd.adapters.db.views import list_outbox, list_tickets, show_ticket
+from supportd.adapters.parsepool import parse_serial
 from supportd.bootstrap import Desk
 from supportd.domain.autoreply import issued_by_us
 from tests.conftest import SMTP_PORT
@@ -388,3 +389,27 @@ def test_a_contact_form_naming_an_agent_does_not_make_the_visitor_an_agent(
     detail = show_ticket(desk.engine, ticket["number"])
     assert detail is not None
     assert [m["kind"] for m in detail["messages"] if m["direction"] == "in"] == ["customer"]
+
+
+def test_a_reply_that_opens_a_ticket_is_classified_there(
+    sqlite_url: str, dovecot: Dovecot, account: Account, smtp: Sink
+) -> None:
+    """The parse leaves replies unclassified (they usually continue a ticket); one whose
+    thread the desk never saw opens a ticket, and filing classifies it then."""
+    reply = make_mail(
+        subject="Re: Pricing before we buy",
+        body="Do you offer a discount for 20 sites?",
+        message_id="<r1@customer.example>",
+        **{"In-Reply-To": "<elsewhere-1@customer.example>"},
+    )
+    [parsed] = parse_serial([reply])
+    assert not isinstance(parsed, BaseException)
+    assert parsed.category == ""  # not classified by the parse
+    [new] = parse_serial([make_mail(subject="Pricing before we buy", body=parsed.text)])
+    assert not isinstance(new, BaseException)
+    assert new.category == "presales"
+    append(dovecot, account, reply)
+    desk = make_desk(sqlite_url, dovecot, account, support__sales="sales@desk.example")
+    run_once(desk)
+    assert list_tickets(desk.engine)[0]["category"] == "presales"
+    assert smtp.to("sales@desk.example")  # and it is answered as presales
