@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from supportd.adapters.db.models import MessageRow
-from supportd.adapters.parsepool import ParseFailure, ParsePool, parse_serial
+from supportd.adapters.parsepool import ParseFailure, ParsePool, WorkerGone, parse_serial
 from supportd.adapters.process import start_worker
 from supportd.domain.mail import ParsedMail
 from supportd.errors import ConfigError
@@ -184,3 +184,28 @@ def test_the_worker_waits_for_the_daemon_when_systemd_signals_the_whole_group() 
     assert pool.worker_pids() == []
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_dead_worker_is_replaced_once_and_its_successor_kept() -> None:
+    """Batches are parsed ahead: when a worker dies with two of them in hand, each is
+    parsed in-process, and the worker started meanwhile for the next batch keeps
+    working (killing it too would start and kill one worker per batch)."""
+    pool = ParsePool(1)
+    try:
+        raws = [make_mail(message_id=f"<d{n}@x>", body="words " * 2000) for n in range(600)]
+        batches = [raws[:300], raws[300:599], raws[599:]]
+        first, second = pool.parse_async(batches[0]), pool.parse_async(batches[1])
+        [dead] = pool._procs
+        dead.process.kill()
+        assert dead.wait(lambda: False, timeout=10)  # True: it died
+        third = pool.parse_async(batches[2])  # a new worker, started for it
+        [successor] = pool._procs
+        assert successor is not dead
+        assert first.future is not None and isinstance(first.future.exception(), WorkerGone)
+        assert first() == parse_serial(batches[0])  # in-process
+        assert second() == parse_serial(batches[1])
+        assert pool._procs == [successor] and successor.process.poll() is None
+        assert third() == parse_serial(batches[2])
+        assert not successor.dead and pool.worker_pids() == [successor.pid]
+    finally:
+        pool.close()

@@ -184,7 +184,9 @@ class _Job:
                 return self.future.result()
             except WorkerGone:
                 log.warning("parse worker died; parsing this batch in-process")
-                self.pool._reset()
+                # Only the dead one goes: with batches parsed ahead, its successor may
+                # already hold the next batch (and the outbox's lanes).
+                self.pool._forget(self.worker)
         return parse_serial(self.batch, self.pool.rules, self.pool.model)
 
 
@@ -300,6 +302,12 @@ class ParsePool:
             self._reset()
             worker = None
         return _Job(self, batch, future, worker)
+
+    def _forget(self, worker: _Worker | None) -> None:
+        """A worker found dead: out of the pool, reaped (the others keep working)."""
+        if worker is not None and worker in self._procs:
+            self._procs.remove(worker)
+            worker.stop(kill=not worker.dead)
 
     def _reset(self) -> None:
         procs, self._procs = self._procs, []
