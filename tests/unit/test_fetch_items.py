@@ -6,11 +6,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from imapclient.response_parser import parse_fetch_response
 
-from supportd.adapters.imap import _quick_items, fetch_items, fetch_sizes, internaldate
+from supportd.adapters.imap import ImapSource, _quick_items, fetch_items, fetch_sizes, internaldate
+from supportd.config import settings_from_dict
+from supportd.errors import MailboxError
+from tests.conftest import desk_config
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -136,3 +140,37 @@ def test_sizes_are_read_as_imapclient_reads_them(rows: list[tuple[int, int, bool
 def test_sizes_of_another_shape_go_to_imapclient() -> None:
     data = [b"1 (UID 7 RFC822.SIZE 120)", b"2 (FLAGS (\\Seen) UID 8 RFC822.SIZE 99)"]
     assert fetch_sizes(data) == {7: 120, 8: 99}
+
+
+class _Imaplib:
+    """What ImapSource asks of imaplib, answering every UID FETCH with `data`."""
+
+    def __init__(self, data: list[Any]) -> None:
+        self.data = data
+
+    def uid(self, command: str, *args: str) -> tuple[str, list[Any]]:
+        assert command == "FETCH"
+        return "OK", self.data
+
+
+class _Client:
+    def __init__(self, data: list[Any]) -> None:
+        self._imap = _Imaplib(data)
+
+    def logout(self) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+
+def test_a_response_no_parser_can_read_is_a_failed_fetch() -> None:
+    """A MailboxError (the daemon reconnects and tries again), not an exception that
+    ends the daemon."""
+    source = ImapSource(settings_from_dict(desk_config("sqlite://", None, 1)).imap)
+    source.client = _Client([b"1 (UID 5 BODY[] {3}"])  # type: ignore[assignment]
+    with pytest.raises(MailboxError, match="FETCH UIDs 5-5"):
+        source._fetch_batch([5])
+    source.client = _Client([b"1 (UID 5 RFC822.SIZE)"])  # type: ignore[assignment]
+    with pytest.raises(MailboxError, match=r"FETCH RFC822\.SIZE"):
+        list(source._plan([5]))

@@ -379,9 +379,10 @@ class ImapSource:
             typ, data = client._imap.uid("FETCH", sequence_set(uids), "(RFC822.SIZE)")
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"{typ} {data!r}"[:500])
+            # imapclient's parser raises ProtocolError (an IMAP4.error) on what it cannot read
+            sizes = fetch_sizes(data)
         except _NETWORK_ERRORS as exc:
             raise self._error("FETCH RFC822.SIZE", exc) from exc
-        sizes = fetch_sizes(data)
         batch: list[int] = []
         total = 0
         for uid in uids:
@@ -406,9 +407,9 @@ class ImapSource:
             typ, data = client._imap.uid("FETCH", sequence_set(uids), "(BODY.PEEK[] INTERNALDATE)")
             if typ != "OK":
                 raise imaplib.IMAP4.error(f"{typ} {data!r}"[:500])
+            found = fetch_items(data)  # a response no parser can read: as a failed FETCH
         except _NETWORK_ERRORS as exc:
             raise self._error(f"FETCH UIDs {uids[0]}-{uids[-1]}", exc) from exc
-        found = fetch_items(data)
         batch = []
         for uid in uids:
             item = found.get(uid)
