@@ -38,7 +38,8 @@ def boundary() -> str:
     Not one os.urandom call per message (issue 9: a system call that hands the GIL to the
     other threads, under a backlog about 0.1 ms before it comes back). The key need not be
     secret: multipart() never uses a boundary that occurs in one of its parts, so a text
-    written to contain a boundary the desk will use cannot split the message.
+    written to contain a boundary the desk will use cannot split the message, and one that
+    does costs one random boundary, not a search through the serials.
     """
     return f"=_supportd_{_BOUNDARY_KEY}{next(_BOUNDARY_SERIAL) & 0xFFFFFFFFFFFFFFFF:016x}"
 
@@ -143,8 +144,12 @@ def multipart(subtype: str, parts: Sequence[Part]) -> Part:
     """multipart/<subtype> of `parts`, with a fresh boundary found in none of them."""
     entities = [_entity(part) for part in parts]
     mark = boundary().encode("ascii")
-    while any(mark in entity for entity in entities):  # RFC 2046: never inside a part
-        mark = boundary().encode("ascii")
+    if any(mark in entity for entity in entities):  # RFC 2046: never inside a part
+        # A text that holds the next boundaries (they can be guessed): a random one, which
+        # it cannot hold, rather than trying the serials one by one through all of it.
+        mark = f"=_supportd_{secrets.token_hex(24)}".encode("ascii")
+        while any(mark in entity for entity in entities):
+            mark = f"=_supportd_{secrets.token_hex(24)}".encode("ascii")
     chunks = []
     for entity in entities:
         chunks.append(b"--" + mark + CRLF + entity)
