@@ -10,12 +10,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from supportd.adapters.db import schema
 from supportd.bootstrap import Desk, build_desk, build_engine
 from supportd.config import settings_from_dict
 from supportd.domain.mail import FetchedMail
+from supportd.errors import MailboxError
 from supportd.services.ports import ArchiveJournal
 from tests.conftest import desk_config
 from tests.support.desk import OPEN_DESKS
@@ -27,7 +29,9 @@ BATCH = 2
 class Backlog:
     """A mailbox of `count` mails served in batches of BATCH; archive() is logged."""
 
-    def __init__(self, count: int, log: list[Any], stop_after: int = 0) -> None:
+    def __init__(
+        self, count: int, log: list[Any], stop_after: int = 0, fail_after: int = 0
+    ) -> None:
         self.mails = [
             FetchedMail(
                 uid,
@@ -39,6 +43,7 @@ class Backlog:
         self.log = log
         self.stop = threading.Event()
         self.stop_after = stop_after
+        self.fail_after = fail_after  # the first fetch fails after this many batches
 
     key = "INBOX"
 
@@ -51,6 +56,9 @@ class Backlog:
     def fetch(self, uids: Sequence[int]) -> Iterator[list[FetchedMail]]:
         wanted = [m for m in self.mails if m.uid in set(uids)]
         for start in range(0, len(wanted), BATCH):
+            if self.fail_after and start // BATCH >= self.fail_after:
+                self.fail_after = 0
+                raise MailboxError("IMAP connection lost")
             if self.stop_after and start // BATCH >= self.stop_after:
                 self.stop.set()  # the drain stops after the batch it holds
             yield wanted[start : start + BATCH]
@@ -191,3 +199,27 @@ def test_the_worker_gets_its_batches_ahead_of_the_one_being_stored(db_url: str) 
     assert [e[1] for e in order if e[0] == "store"] == [1, 3, 5, 7, 9, 11]
     ingest = [entry for entry in log if entry[0] == "commit"][-6:]
     assert [durable for _, durable, _ in ingest] == [False] * 5 + [True]
+
+
+def test_after_a_drain_failed_midway_the_next_makes_it_durable_before_the_archive(
+    db_url: str,
+) -> None:
+    """Batches committed relaxed, then the FETCH fails: nothing is archived. The next
+    drain finds no new mail, and still commits durably before it moves anything."""
+    log: list[Any] = []
+    desk = _desk(db_url, log)
+    source = Backlog(14, log, fail_after=5)
+    with pytest.raises(MailboxError):
+        desk.ingestor.drain(source)
+    assert not [entry for entry in log if entry[0] == "archive"]
+    relaxed = [entry for entry in log if entry[0] == "commit"]
+    assert relaxed and all(durable is False for _, durable, _ in relaxed[-2:])
+    with desk.ingestor.uow() as store:
+        cursor = store.get_cursor(source.key)
+    assert cursor is not None and cursor.last_uid >= 2 * BATCH
+    source.mails = source.mails[: cursor.last_uid]  # the next drain finds nothing new
+    log.clear()
+    stats = desk.ingestor.drain(source)
+    assert stats.stored == 0
+    assert log[-1] == ("archive", cursor.last_uid)
+    assert _commits_before_archive(log) == [True]

@@ -196,6 +196,9 @@ class Ingestor:
         self.filer = Filer(desk, replies, team, clocks)
         # The ownership epoch this process claimed (None: unfenced, single-process use).
         self.epoch: int | None = None
+        # A batch was committed without waiting for the disk, and no durable commit since:
+        # kept across drains, so that one that failed midway is made durable by the next.
+        self._unsynced = False
         # Called after each batch commits (the runner wakes the outbox with it).
         self.on_commit: Callable[[], None] = lambda: None
 
@@ -233,7 +236,6 @@ class Ingestor:
         # more. parse_ahead batches are handed out before the first is needed: the worker
         # parses between its lanes' sends, so one store's time was too short for it.
         share = ParseShare()
-        relaxed = False  # a batch was committed without waiting for the disk
         pending: collections.deque[tuple[list[FetchedMail], ParseJob]] = collections.deque()
         batches = prefetched(source.fetch(uids))
         try:
@@ -253,7 +255,7 @@ class Ingestor:
                     self.ingest_batch(source.key, uidvalidity, previous, parsed, durable=False)
                 )
                 last_uid = previous[-1].uid
-                relaxed = True
+                self._unsynced = True
                 if stop is not None and stop.is_set():
                     pending.clear()
                     break
@@ -265,12 +267,15 @@ class Ingestor:
                 self.ingest_batch(source.key, uidvalidity, previous, job(), durable=not pending)
             )
             last_uid = previous[-1].uid
-            relaxed = bool(pending)
-        if relaxed:  # stopped early: make what was stored durable (the cursor again)
+            self._unsynced = bool(pending)
+        if self._unsynced and last_uid:
+            # Stopped early, or an earlier drain failed after relaxed commits: what was
+            # stored is made durable (the cursor again) before anything leaves the server.
             with self.uow() as store:
                 cursor = Cursor(uidvalidity, last_uid)
                 store.set_cursor(source.key, cursor, self.clock(), self.epoch)
                 store.commit()
+            self._unsynced = False
         if last_uid:
             stats.archived = source.archive(last_uid, ArchiveLog(self.uow, source.key, self.epoch))
         return stats
