@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
+from zoneinfo import ZoneInfo
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,8 @@ from supportd.adapters.compose import (
     Composer,
     FaqEntry,
     FaqIndex,
+    _local_time,
+    _utc_time,
     defaults_dir,
     query_words,
 )
@@ -241,3 +244,15 @@ def test_query_words_stop_at_the_limit() -> None:
     text = " ".join(f"word{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(500))
     assert len(query_words(text)) == 64
     assert query_words(text)[:2] == ["wordaa", "wordba"]
+
+
+def test_times_are_written_in_the_desks_zone_whatever_zone_they_come_in() -> None:
+    """The local-time filter is remembered per instant and zone: the same instant given
+    in another zone reads the same, and another desk's zone is not served from it."""
+    dhaka, berlin = ZoneInfo("Asia/Dhaka"), ZoneInfo("Europe/Berlin")
+    instant = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    same = instant.astimezone(timezone(timedelta(hours=-5)))
+    assert _local_time(instant, dhaka) == "Monday 07 December 2026, 12:00 (Asia/Dhaka)"
+    assert _local_time(same, dhaka) == _local_time(instant, dhaka)
+    assert _local_time(same, berlin) == "Monday 07 December 2026, 07:00 (Europe/Berlin)"
+    assert _utc_time(same) == "06:00 UTC, Mon 07 Dec"
