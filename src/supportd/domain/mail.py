@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -66,15 +67,26 @@ class ParsedMail:
         return tuple(seen)
 
 
+_WHITESPACE = bytes.maketrans(b"\t\n\r\x0b\x0c", b"     ")  # bytes.split()'s, to spaces
+_SPACES = re.compile(rb"  +")
+
+
+def fold_whitespace(body: bytes) -> bytes:
+    """`b" ".join(body.split())`, without an object per word (54 against 69 us for 9 KiB,
+    issue 9): whitespace to spaces, runs of them to one, none at either end."""
+    return _SPACES.sub(b" ", body.translate(_WHITESPACE)).strip(b" ")
+
+
 def body_digest(raw: bytes) -> str:
-    """Hash of the body bytes with all whitespace folded (CRLF and LF copies agree)."""
+    """Hash of the body bytes with all whitespace folded (CRLF and LF copies agree).
+    Stored in every dedup key: the digest of a body must never change."""
     end = raw.find(b"\r\n\r\n")
     lf_end = raw.find(b"\n\n")
     if end < 0 or 0 <= lf_end < end:
         body = raw[lf_end + 2 :] if lf_end >= 0 else b""
     else:
         body = raw[end + 4 :]
-    return hashlib.sha256(b" ".join(body.split())).hexdigest()
+    return hashlib.sha256(fold_whitespace(body)).hexdigest()
 
 
 def dedup_key(mail: ParsedMail, raw: bytes) -> str:
