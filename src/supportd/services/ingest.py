@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -149,7 +149,6 @@ class IngestStats:
     new_tickets: int = 0
     batches: int = 0
     archived: int = 0
-    ticket_numbers: list[int] = field(default_factory=list)
 
     def add(self, other: IngestStats) -> None:
         self.stored += other.stored
@@ -158,7 +157,6 @@ class IngestStats:
         self.new_tickets += other.new_tickets
         self.batches += other.batches
         self.archived += other.archived
-        self.ticket_numbers.extend(other.ticket_numbers)
 
 
 def _describe(exc: BaseException) -> str:
@@ -411,8 +409,8 @@ class Ingestor:
             else:
                 self.filer.file(plan, fetched, mail, key)
                 stats.stored += 1
-        stats.ticket_numbers, row_ids = plan.flush()
-        stats.new_tickets = len(stats.ticket_numbers)
+        numbers, row_ids = plan.flush()
+        stats.new_tickets = len(numbers)  # only counted: a drain's stats stay one size
         return stats, row_ids
 
     def message_id(self, row_id: int) -> str:
