@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
+from supportd.adapters import compose
 from supportd.adapters.compose import (
     _STOP,
     _WORD,
@@ -256,3 +257,28 @@ def test_times_are_written_in_the_desks_zone_whatever_zone_they_come_in() -> Non
     assert _local_time(same, dhaka) == _local_time(instant, dhaka)
     assert _local_time(same, berlin) == "Monday 07 December 2026, 07:00 (Europe/Berlin)"
     assert _utc_time(same) == "06:00 UTC, Mon 07 Dec"
+
+
+def _letters(n: int) -> str:
+    word = ""
+    while True:
+        n, digit = divmod(n, 26)
+        word += chr(ord("a") + digit)
+        if not n:
+            return "zz" + word
+
+
+def test_the_faq_words_kept_are_bounded_and_rankings_unchanged() -> None:
+    """A desk's stream of new words (names, typos, order numbers) never ends: the words
+    kept for ranking stay under TERMS_KEPT, and a ranking after the cache starts over is
+    the one before."""
+    index = FaqIndex(
+        [FaqEntry("How do I install the plugin?", "Upload the zip."), FaqEntry("Refunds", "Ask.")]
+    )
+    before = index.top("install plugin refund")
+    assert [e.question for e in before][:1] == ["How do I install the plugin?"]
+    for n in range(compose.TERMS_KEPT + 50):
+        index.top(_letters(n))
+        assert len(index._terms) <= compose.TERMS_KEPT
+    assert index.top("install plugin refund") == before
+    assert len(index._terms) < compose.TERMS_KEPT  # it started over at least once
