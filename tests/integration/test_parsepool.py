@@ -192,10 +192,12 @@ def test_a_dead_worker_is_replaced_once_and_its_successor_kept() -> None:
     working (killing it too would start and kill one worker per batch)."""
     pool = ParsePool(1)
     try:
-        raws = [make_mail(message_id=f"<d{n}@x>", body="words " * 2000) for n in range(600)]
-        batches = [raws[:300], raws[300:599], raws[599:]]
-        first, second = pool.parse_async(batches[0]), pool.parse_async(batches[1])
+        raws = [make_mail(message_id=f"<d{n}@x>") for n in range(7)]
+        batches = [raws[:3], raws[3:6], raws[6:]]
+        assert pool.parse_async(raws[:1])() == parse_serial(raws[:1])  # the worker is up
         [dead] = pool._procs
+        os.kill(dead.pid, signal.SIGSTOP)  # it cannot answer the next two: they die with it
+        first, second = pool.parse_async(batches[0]), pool.parse_async(batches[1])
         dead.process.kill()
         assert dead.wait(lambda: False, timeout=10)  # True: it died
         third = pool.parse_async(batches[2])  # a new worker, started for it
