@@ -293,12 +293,9 @@ class Composer:
             auto_reload=False,
         )
         self._templates: dict[str, Template] = {}  # by name: looked up once, not per mail
-        self.env.filters["local"] = self._local
+        self.env.filters["local"] = functools.partial(_local_time, zone=self.zone)
         self.env.filters["utc"] = _utc_time
         self.env.filters["hours"] = lambda h: f"{h:g} hours"
-
-    def _local(self, t: datetime) -> str:
-        return _local_time(t, self.zone)
 
     def _render(self, name: str, **values: object) -> str:
         support = {"name": self.support_name, "address": self.support_address}

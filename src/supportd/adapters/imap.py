@@ -108,11 +108,10 @@ def _quick_items(data: list[Any]) -> dict[int, tuple[bytes, datetime | None]] | 
         items = match[1] + b" " + tail[:-1]
         uid: int | None = None
         when: datetime | None = None
-        dated = False
         at = 0
-        while at < len(items):
+        while at < len(items):  # each match takes at least an item: it moves on
             item = _FETCH_ITEM.match(items, at)
-            if item is None or item.end() == at:
+            if item is None:
                 return None
             at = item.end()
             if item[1] is not None:
@@ -120,13 +119,12 @@ def _quick_items(data: list[Any]) -> dict[int, tuple[bytes, datetime | None]] | 
                     return None
                 uid = int(item[1])
             else:
-                if dated:
+                if when is not None:
                     return None
-                dated = True
                 when = internaldate(item[2])
                 if when is None:
                     return None
-        if uid is None or not dated or uid in found:
+        if uid is None or when is None or uid in found:
             return None
         found[uid] = (literal, when)
     return found
@@ -373,14 +371,19 @@ class ImapSource:
             for plan in self._plan(chunk):
                 yield self._fetch_batch(plan)
 
+    def _uid_fetch(self, uids: list[int], items: str) -> list[Any]:
+        """imaplib's own UID FETCH, its data as imaplib gives it: fetch_items() and
+        fetch_sizes() read it, imapclient's parser only responses of another shape (issue
+        9: it took 62 of the FETCH's 80 us a mail). A NO or BAD raises IMAP4.error."""
+        typ, data = self._client()._imap.uid("FETCH", sequence_set(uids), items)
+        if typ != "OK":
+            raise imaplib.IMAP4.error(f"{typ} {data!r}"[:500])
+        return data  # type: ignore[no-any-return]
+
     def _plan(self, uids: list[int]) -> Iterator[list[int]]:
-        client = self._client()
         try:
-            typ, data = client._imap.uid("FETCH", sequence_set(uids), "(RFC822.SIZE)")
-            if typ != "OK":
-                raise imaplib.IMAP4.error(f"{typ} {data!r}"[:500])
             # imapclient's parser raises ProtocolError (an IMAP4.error) on what it cannot read
-            sizes = fetch_sizes(data)
+            sizes = fetch_sizes(self._uid_fetch(uids, "(RFC822.SIZE)"))
         except _NETWORK_ERRORS as exc:
             raise self._error("FETCH RFC822.SIZE", exc) from exc
         batch: list[int] = []
@@ -400,14 +403,9 @@ class ImapSource:
             yield batch
 
     def _fetch_batch(self, uids: list[int]) -> list[FetchedMail]:
-        client = self._client()
         try:
-            # imaplib's own UID FETCH, read by fetch_items(); imapclient's parser only for
-            # responses of another shape (issue 9: it took 62 of the FETCH's 80 us a mail).
-            typ, data = client._imap.uid("FETCH", sequence_set(uids), "(BODY.PEEK[] INTERNALDATE)")
-            if typ != "OK":
-                raise imaplib.IMAP4.error(f"{typ} {data!r}"[:500])
-            found = fetch_items(data)  # a response no parser can read: as a failed FETCH
+            # A response no parser can read fails as the FETCH would (ProtocolError).
+            found = fetch_items(self._uid_fetch(uids, "(BODY.PEEK[] INTERNALDATE)"))
         except _NETWORK_ERRORS as exc:
             raise self._error(f"FETCH UIDs {uids[0]}-{uids[-1]}", exc) from exc
         batch = []

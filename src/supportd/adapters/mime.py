@@ -144,12 +144,10 @@ def multipart(subtype: str, parts: Sequence[Part]) -> Part:
     """multipart/<subtype> of `parts`, with a fresh boundary found in none of them."""
     entities = [_entity(part) for part in parts]
     mark = boundary().encode("ascii")
-    if any(mark in entity for entity in entities):  # RFC 2046: never inside a part
+    while any(mark in entity for entity in entities):  # RFC 2046: never inside a part
         # A text that holds the next boundaries (they can be guessed): a random one, which
         # it cannot hold, rather than trying the serials one by one through all of it.
         mark = f"=_supportd_{secrets.token_hex(24)}".encode("ascii")
-        while any(mark in entity for entity in entities):
-            mark = f"=_supportd_{secrets.token_hex(24)}".encode("ascii")
     chunks = []
     for entity in entities:
         chunks.append(b"--" + mark + CRLF + entity)

@@ -186,7 +186,7 @@ class _Job:
                 log.warning("parse worker died; parsing this batch in-process")
                 # Only the dead one goes: with batches parsed ahead, its successor may
                 # already hold the next batch (and the outbox's lanes).
-                self.pool._forget(self.worker)
+                self.pool._drop_dead()
         return parse_serial(self.batch, self.pool.rules, self.pool.model)
 
 
@@ -225,13 +225,17 @@ class ParsePool:
 
     def _worker(self) -> _Worker:
         """The live worker with the fewest batches in hand; dead ones are replaced."""
-        for gone in [w for w in self._procs if w.dead]:
-            self._procs.remove(gone)
-            gone.stop()
+        self._drop_dead()
         while len(self._procs) < self.workers:
             started, self._started = self._started, None
             self._procs.append(_Worker(self._init(), started))
         return min(self._procs, key=lambda w: w.load)
+
+    def _drop_dead(self) -> None:
+        """Dead workers out of the pool, reaped; the live ones keep working."""
+        for gone in [w for w in self._procs if w.dead]:
+            self._procs.remove(gone)
+            gone.stop()
 
     def worker_pids(self) -> list[int]:
         return [w.pid for w in self._procs if not w.dead]
@@ -302,12 +306,6 @@ class ParsePool:
             self._reset()
             worker = None
         return _Job(self, batch, future, worker)
-
-    def _forget(self, worker: _Worker | None) -> None:
-        """A worker found dead: out of the pool, reaped (the others keep working)."""
-        if worker is not None and worker in self._procs:
-            self._procs.remove(worker)
-            worker.stop(kill=not worker.dead)
 
     def _reset(self) -> None:
         procs, self._procs = self._procs, []
